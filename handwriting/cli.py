@@ -1,0 +1,161 @@
+"""The `handwriting` command: run the stack locally, OCR pages through it, check its health.
+
+handwriting serve                 # detector, recognizer, orchestrator (+ Envoy) on loopback
+handwriting ocr page.jpg          # lines and words with boxes and confidences
+handwriting ocr --format json a.png b.jpg
+handwriting status
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from handwriting.client import OcrClient, OcrError
+
+
+def _box(poly) -> str:
+    xs = [v.x for v in poly.vertices]
+    ys = [v.y for v in poly.vertices]
+    return f"[{min(xs)},{min(ys)} {max(xs)},{max(ys)}]"
+
+
+def format_layout(response) -> str:
+    page = response.page
+    out = [
+        f"page {page.width}x{page.height}, {len(page.lines)} lines, "
+        f"{sum(len(line.words) for line in page.lines)} words, confidence {page.confidence:.2f}, "
+        f"{response.timings.total_ms:.0f} ms"
+    ]
+    for number, line in enumerate(page.lines, 1):
+        out.append(f"line {number} {_box(line.bounding_poly)} {line.confidence:.2f}: {line.text}")
+        for word in line.words:
+            out.append(f"    {_box(word.bounding_poly)} {word.confidence:.2f} {word.text}")
+    return "\n".join(out)
+
+
+def cmd_ocr(args: argparse.Namespace) -> int:
+    failures = 0
+    with OcrClient(args.address, timeout=args.timeout) as client:
+        if args.wait:
+            deadline = time.monotonic() + args.wait
+            while client.health() != "SERVING" and time.monotonic() < deadline:
+                time.sleep(0.5)
+        results = {}
+        for path in args.images:
+            try:
+                response = client.process_page(Path(path), min_detection_score=args.min_score)
+            except (OcrError, OSError) as error:
+                failures += 1
+                print(f"{path}: {error}", file=sys.stderr)
+                for field, description in getattr(error, "violations", []):
+                    print(f"  {field}: {description}", file=sys.stderr)
+                continue
+            if args.format == "json":
+                results[path] = json_format.MessageToDict(response)
+            elif args.format == "text":
+                print(response.page.text)
+            else:
+                if len(args.images) > 1:
+                    print(f"== {path}")
+                print(format_layout(response))
+        if args.format == "json":
+            print(json.dumps(results if len(args.images) > 1 else next(iter(results.values()), {}), indent=1))
+    return 1 if failures else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    worst = 0
+    for name, address in (
+        ("orchestrator", args.address),
+        ("detector", args.detector_address),
+        ("recognizer", args.recognizer_address),
+    ):
+        with OcrClient(address) as client:
+            status = client.health()
+        print(f"{name:13s} {address:22s} {status}")
+        worst = max(worst, 0 if status == "SERVING" else 1)
+    return worst
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from handwriting.stack import LocalStack, StackConfig
+
+    stack = LocalStack(
+        StackConfig(
+            orchestrator_port=args.port,
+            detector_port=args.detector_port,
+            recognizer_port=args.recognizer_port,
+            envoy_port=0 if args.no_envoy else args.envoy_port,
+            detector_weights=args.detector_weights,
+            recognizer_model_dir=args.recognizer_model,
+            log_dir=Path(args.log_dir) if args.log_dir else None,
+        )
+    )
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    started = time.monotonic()
+    try:
+        stack.start()
+        print(
+            f"ready in {time.monotonic() - started:.1f} s: gRPC localhost:{args.port}"
+            + ("" if args.no_envoy else f", REST and gRPC through Envoy http://localhost:{args.envoy_port}"),
+            flush=True,
+        )
+        while not stopping:
+            dead = stack.poll()
+            if dead:
+                print(f"{dead} exited; stopping the stack", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="handwriting", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start the whole stack locally (Ctrl-C stops it)")
+    serve.add_argument("--port", type=int, default=50051, help="orchestrator gRPC port")
+    serve.add_argument("--detector-port", type=int, default=50052)
+    serve.add_argument("--recognizer-port", type=int, default=50053)
+    serve.add_argument("--envoy-port", type=int, default=8080)
+    serve.add_argument("--no-envoy", action="store_true", help="serve gRPC only, without Envoy in front")
+    serve.add_argument("--detector-weights", help="YOLOv8 .pt (default: models/detector/detector.pt)")
+    serve.add_argument("--recognizer-model", help="TrOCR checkpoint dir (default: models/recognizer)")
+    serve.add_argument("--log-dir", help="write each service's log here instead of the terminal")
+    serve.set_defaults(run=cmd_serve)
+
+    ocr = sub.add_parser("ocr", help="OCR image files through the running stack")
+    ocr.add_argument("images", nargs="+")
+    ocr.add_argument("--address", default="localhost:50051")
+    ocr.add_argument("--format", choices=["layout", "text", "json"], default="layout")
+    ocr.add_argument("--min-score", type=float, default=0.0, help="drop word boxes scored below this")
+    ocr.add_argument("--timeout", type=float, default=60.0)
+    ocr.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the stack to be SERVING")
+    ocr.set_defaults(run=cmd_ocr)
+
+    status = sub.add_parser("status", help="health of the three services")
+    status.add_argument("--address", default="localhost:50051")
+    status.add_argument("--detector-address", default="localhost:50052")
+    status.add_argument("--recognizer-address", default="localhost:50053")
+    status.set_defaults(run=cmd_status)
+
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""A thin typed client over the generated OcrService stubs, with deadlines and retries.
+
+    from handwriting import OcrClient
+    with OcrClient("localhost:50051") as client:
+        page = client.process_page("page.jpg").page
+        print(page.text)
+
+Retries on UNAVAILABLE use gRPC's own retry policy (service config), with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from handwriting.v1 import image_pb2, ocr_service_pb2, ocr_service_pb2_grpc
+
+OCR_SERVICE = "handwriting.v1.OcrService"
+
+
+class OcrError(Exception):
+    """A failed call: the gRPC code, the message and the field violations the server named."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, violations: list[tuple[str, str]], reason: str = ""):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.violations = violations
+        self.reason = reason
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError) -> OcrError:
+        violations, reason = [], ""
+        status = rpc_status.from_call(error)
+        for detail in status.details if status else []:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad_request = error_details_pb2.BadRequest()
+                detail.Unpack(bad_request)
+                violations += [(v.field, v.description) for v in bad_request.field_violations]
+            elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+        return cls(error.code(), error.details() or "", violations, reason)
+
+
+def _service_config(retries: int, backoff: float) -> str:
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{"service": OCR_SERVICE}],
+                    "retryPolicy": {
+                        "maxAttempts": max(2, retries + 1),
+                        "initialBackoff": f"{backoff}s",
+                        "maxBackoff": f"{max(backoff, 5.0)}s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+
+
+class OcrClient:
+    def __init__(
+        self,
+        address: str = "localhost:50051",
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        max_message_mb: int = 64,
+    ):
+        self.address = address
+        self.timeout = timeout
+        size = max_message_mb * 1024 * 1024
+        self.channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.enable_retries", 1),
+                ("grpc.service_config", _service_config(retries, backoff)),
+                ("grpc.max_send_message_length", size),
+                ("grpc.max_receive_message_length", size),
+            ],
+        )
+        self.stub = ocr_service_pb2_grpc.OcrServiceStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def process_page(
+        self, image: bytes | str | Path, min_detection_score: float = 0.0, timeout: float | None = None
+    ) -> ocr_service_pb2.ProcessPageResponse:
+        """OCR one page given as encoded bytes or a file path. Raises OcrError."""
+        content = image if isinstance(image, bytes) else Path(image).read_bytes()
+        request = ocr_service_pb2.ProcessPageRequest(
+            image=image_pb2.Image(content=content), min_detection_score=min_detection_score
+        )
+        try:
+            return self.stub.ProcessPage(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as error:
+            raise OcrError.from_rpc_error(error) from error
+
+    def health(self, service: str = "", timeout: float = 5.0) -> str:
+        """SERVING, NOT_SERVING, or UNAVAILABLE when nothing answers."""
+        try:
+            response = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError as error:
+            return error.code().name
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> OcrClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,138 @@
+"""Starts the three services (and Envoy, when asked) as separate local processes on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class StackConfig:
+    host: str = "127.0.0.1"
+    orchestrator_port: int = 50051
+    detector_port: int = 50052
+    recognizer_port: int = 50053
+    envoy_port: int = 0  # 0: no Envoy
+    envoy_admin_port: int = 9901
+    detector_weights: str | None = None
+    recognizer_model_dir: str | None = None
+    log_dir: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def wait_serving(address: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    """Block until the gRPC health check at `address` says SERVING; fail fast if the process died."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"the service for {address} exited with code {process.returncode}")
+            try:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise TimeoutError(f"{address} was not SERVING after {timeout:.0f} s")
+
+
+class LocalStack:
+    """The detector, recognizer and orchestrator (and optionally Envoy) as child processes."""
+
+    def __init__(self, config: StackConfig):
+        self.config = config
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def _env(self, port: int, **values: str) -> dict[str, str]:
+        env = {**os.environ, **self.config.extra_env, "HW_HOST": self.config.host, "HW_PORT": str(port)}
+        env.update({f"HW_{k.upper()}": v for k, v in values.items() if v is not None})
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        return env
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None) -> subprocess.Popen:
+        output = None
+        if self.config.log_dir:
+            self.config.log_dir.mkdir(parents=True, exist_ok=True)
+            output = open(self.config.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+        process = subprocess.Popen(
+            command, env=env, stdout=output, stderr=subprocess.STDOUT if output else None, cwd=REPO_ROOT
+        )
+        self.processes[name] = process
+        return process
+
+    def start(self, timeout: float = 180.0) -> None:
+        c = self.config
+        detector = self._spawn(
+            "detector",
+            [sys.executable, "-m", "services.detector.server"],
+            self._env(c.detector_port, detector_weights=c.detector_weights),
+        )
+        recognizer = self._spawn(
+            "recognizer",
+            [sys.executable, "-m", "services.recognizer.server"],
+            self._env(c.recognizer_port, recognizer_model_dir=c.recognizer_model_dir),
+        )
+        try:
+            # the model stages first, so that a SERVING orchestrator means the whole stack is up
+            for port, process in ((c.detector_port, detector), (c.recognizer_port, recognizer)):
+                wait_serving(f"{c.host}:{port}", timeout, process)
+            orchestrator = self._spawn(
+                "orchestrator",
+                [sys.executable, "-m", "services.orchestrator.server"],
+                self._env(
+                    c.orchestrator_port,
+                    detector_address=f"{c.host}:{c.detector_port}",
+                    recognizer_address=f"{c.host}:{c.recognizer_port}",
+                ),
+            )
+            wait_serving(f"{c.host}:{c.orchestrator_port}", timeout, orchestrator)
+            if c.envoy_port:
+                from deploy.envoy.config import start_envoy
+
+                self.processes["envoy"] = start_envoy(
+                    c.envoy_port, c.envoy_admin_port, f"{c.host}:{c.orchestrator_port}", c.log_dir
+                )
+        except BaseException:
+            self.stop()
+            raise
+
+    def poll(self) -> str | None:
+        """Name of a child that has exited, if any."""
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                return name
+        return None
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM every child (they drain in-flight calls), then SIGKILL what is left after `grace`."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,52 @@
+"""Rich gRPC errors: google.rpc.Status with BadRequest / ErrorInfo details."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+DOMAIN = "handwriting.v1"
+
+
+def _pack(message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def bad_request(field: str, description: str, reason: str = "INVALID_ARGUMENT") -> grpc.Status:
+    """INVALID_ARGUMENT with a BadRequest detail naming the field, and an ErrorInfo with a stable reason."""
+    details = [
+        _pack(
+            error_details_pb2.BadRequest(
+                field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=description)]
+            )
+        ),
+        _pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)),
+    ]
+    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=description, details=details)
+    return rpc_status.to_status(status)
+
+
+def error(code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str] | None = None) -> grpc.Status:
+    """Any code with an ErrorInfo detail (e.g. UNAVAILABLE with reason DETECTOR_UNAVAILABLE)."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
+    status = status_pb2.Status(code=code.value[0], message=message, details=[_pack(info)])
+    return rpc_status.to_status(status)
+
+
+def details_of(rpc_error: grpc.RpcError) -> list:
+    """Unpacked details of a rich error, for clients and tests."""
+    status = rpc_status.from_call(rpc_error)
+    if status is None:
+        return []
+    unpacked = []
+    for detail in status.details:
+        for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo):
+            if detail.Is(kind.DESCRIPTOR):
+                message = kind()
+                detail.Unpack(message)
+                unpacked.append(message)
+    return unpacked

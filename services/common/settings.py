@@ -1,0 +1,112 @@
+"""Settings from environment variables, parsed once into frozen dataclasses.
+
+Every field `name` of a settings class reads `HW_<NAME>`; a field without a default is required
+and its absence stops the service at start with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = "HW_"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DETECTOR_WEIGHTS = REPO_ROOT / "models" / "detector" / "detector.pt"
+DEFAULT_RECOGNIZER_DIR = REPO_ROOT / "models" / "recognizer"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _convert(raw: str, kind: type, variable: str):
+    try:
+        if kind is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError as error:
+        raise SettingsError(f"{variable}={raw!r} is not a valid {kind.__name__}") from error
+
+
+def load(cls: type, environ: typing.Mapping[str, str] | None = None):
+    """Build `cls` from the environment."""
+    environ = os.environ if environ is None else environ
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        variable = PREFIX + field.name.upper()
+        if variable in environ:
+            values[field.name] = _convert(environ[variable], hints[field.name], variable)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise SettingsError(f"{variable} is required ({cls.__name__}.{field.name})")
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What every service has: where it listens, how it logs, traces and shuts down."""
+
+    host: str = "0.0.0.0"
+    port: int = 50051
+    log_level: str = "INFO"
+    max_message_mb: int = 64
+    shutdown_grace_seconds: float = 10.0
+    max_concurrent_rpcs: int = 64
+    tracing: str = "off"  # off | w3c | xray
+    otlp_endpoint: str = "http://localhost:4317"
+    service_name: str = ""
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_image_side: int = 20_000
+
+
+@dataclass(frozen=True)
+class DetectorSettings(ServerSettings, ImageLimits):
+    port: int = 50052
+    detector_weights: str = str(DEFAULT_DETECTOR_WEIGHTS)
+    detector_image_size: int = 512
+    detector_min_score: float = 0.25
+    device: str = "cpu"
+    torch_threads: int = 0
+    service_name: str = "detector"
+
+
+@dataclass(frozen=True)
+class RecognizerSettings(ServerSettings, ImageLimits):
+    port: int = 50053
+    recognizer_model_dir: str = str(DEFAULT_RECOGNIZER_DIR)
+    beam_size: int = 1
+    max_new_tokens: int = 32
+    model_batch_size: int = 32
+    max_crops_per_request: int = 512
+    device: str = "cpu"
+    torch_threads: int = 0
+    service_name: str = "recognizer"
+
+
+@dataclass(frozen=True)
+class OrchestratorSettings(ServerSettings, ImageLimits):
+    port: int = 50051
+    detector_address: str = "localhost:50052"
+    recognizer_address: str = "localhost:50053"
+    recognizer_batch_size: int = 32
+    recognizer_concurrency: int = 4
+    # the page is downscaled to this longest side before it goes to the detector
+    detector_max_side: int = 1280
+    default_deadline_seconds: float = 60.0
+    service_name: str = "orchestrator"

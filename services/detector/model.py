@@ -1,0 +1,108 @@
+"""Word and line detection with an ultralytics YOLOv8 model loaded from a local weights file.
+
+No gRPC here: `Detector.predict(image)` takes a PIL image and returns boxes in its pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger("handwriting.detector")
+
+WORD, LINE = 0, 1
+CLASS_NAMES = {WORD: "word", LINE: "line"}
+
+
+def configure_ultralytics_offline(config_dir: str | Path | None = None) -> None:
+    """Make ultralytics run with zero network calls (no settings sync, no font or weight downloads).
+
+    Must run before `ultralytics` is imported.
+    """
+    config_dir = Path(config_dir or os.environ.get("YOLO_CONFIG_DIR") or Path.home() / ".cache" / "handwriting-yolo")
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
+    font = config_dir / "Ultralytics" / "Arial.ttf"
+    if not font.exists():  # plots need a font; ultralytics would download Arial otherwise
+        import matplotlib
+
+        font.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", font)
+    from ultralytics import settings
+
+    settings.update({"sync": False})
+    _restore_pillow_open()
+
+
+def _restore_pillow_open() -> None:
+    """ultralytics replaces PIL.Image.open with a wrapper that, on an unidentified image, tries to pip
+    install pi-heif. A service must answer 'not an image' instead: put Pillow's own function back."""
+    from ultralytics.utils import patches
+
+    original = getattr(patches, "_image_open", None)
+    if original is not None:
+        Image.open = original
+
+
+@dataclass(frozen=True)
+class Detection:
+    class_id: int
+    box: tuple[float, float, float, float]  # left, top, right, bottom in input pixels
+    score: float
+
+
+class Detector:
+    """Finds word and line boxes on a page. Load once at start-up; `predict` is not re-entrant."""
+
+    def __init__(
+        self,
+        weights: str | Path,
+        device: str = "cpu",
+        image_size: int = 512,
+        min_score: float = 0.25,
+        iou: float = 0.5,
+        max_detections: int = 1000,
+    ):
+        weights = Path(weights)
+        if not weights.exists():
+            raise FileNotFoundError(f"detector weights not found: {weights}")
+        configure_ultralytics_offline()
+        from ultralytics import YOLO
+
+        self.model = YOLO(str(weights), task="detect")
+        self.device = device
+        self.image_size = image_size
+        self.min_score = min_score
+        self.iou = iou
+        self.max_detections = max_detections
+        # one warm-up pass so the first request does not pay for lazy initialisation
+        self.predict(Image.new("RGB", (image_size, image_size), (255, 255, 255)))
+        logger.info("detector loaded", extra={"weights": str(weights), "device": device})
+
+    def predict(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
+        array = np.asarray(image.convert("RGB"))[:, :, ::-1]  # ultralytics takes numpy arrays as BGR
+        result = self.model.predict(
+            array,
+            imgsz=self.image_size,
+            conf=self.min_score if min_score is None else min_score,
+            iou=self.iou,
+            max_det=self.max_detections,
+            device=self.device,
+            verbose=False,
+        )[0]
+        boxes = result.boxes
+        xyxy = boxes.xyxy.cpu().numpy()
+        classes = boxes.cls.cpu().numpy().astype(int)
+        scores = boxes.conf.cpu().numpy()
+        return [
+            Detection(int(c), (float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(s))
+            for b, c, s in zip(xyxy, classes, scores, strict=True)
+        ]

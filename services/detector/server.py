@@ -1,0 +1,84 @@
+"""DetectorService: gRPC in front of `Detector`. Run with `python -m services.detector.server`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+import torch
+
+from handwriting.v1 import detector_service_pb2 as pb
+from handwriting.v1 import detector_service_pb2_grpc as pb_grpc
+from services.common import settings as settings_module
+from services.common.images import image_from_proto
+from services.common.logs import configure_logging
+from services.common.model_runner import ModelRunner
+from services.common.server import RunningServer, create_server, serve
+from services.common.servicer import ModelNotReady, rpc_errors
+from services.common.settings import DetectorSettings
+from services.common.tracing import span
+from services.detector.model import LINE, WORD, Detector
+
+logger = logging.getLogger("handwriting.detector")
+CLASSES = {WORD: pb.DETECTION_CLASS_WORD, LINE: pb.DETECTION_CLASS_LINE}
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
+
+
+class DetectorServicer(pb_grpc.DetectorServiceServicer):
+    def __init__(self, settings: DetectorSettings):
+        self.settings = settings
+        self.detector: Detector | None = None
+        self.runner = ModelRunner()
+
+    async def Detect(self, request: pb.DetectRequest, context: grpc.aio.ServicerContext) -> pb.DetectResponse:
+        async with rpc_errors(context):
+            if self.detector is None:
+                raise ModelNotReady("the detector model is still loading")
+            image = image_from_proto(request.image, self.settings)
+            with span("detect", image_width=image.width, image_height=image.height):
+                detections = await self.runner.run(self.detector.predict, image, request.min_score or None)
+            return pb.DetectResponse(
+                image_width=image.width,
+                image_height=image.height,
+                detections=[
+                    pb.Detection(
+                        detection_class=CLASSES[d.class_id],
+                        box=pb.Box(left=d.box[0], top=d.box[1], right=d.box[2], bottom=d.box[3]),
+                        score=d.score,
+                    )
+                    for d in detections
+                    if d.class_id in CLASSES
+                ],
+            )
+
+    def load(self) -> None:
+        if self.settings.torch_threads:
+            torch.set_num_threads(self.settings.torch_threads)
+        self.detector = Detector(
+            self.settings.detector_weights,
+            device=self.settings.device,
+            image_size=self.settings.detector_image_size,
+            min_score=self.settings.detector_min_score,
+        )
+
+
+async def start(settings: DetectorSettings) -> RunningServer:
+    """Start serving (health NOT_SERVING), load the model off the loop, then report SERVING."""
+    servicer = DetectorServicer(settings)
+    running = await create_server(
+        settings, [lambda s: pb_grpc.add_DetectorServiceServicer_to_server(servicer, s)], [SERVICE_NAME]
+    )
+    await asyncio.get_running_loop().run_in_executor(None, servicer.load)
+    await running.mark_serving()
+    return running
+
+
+def main() -> None:
+    settings = settings_module.load(DetectorSettings)
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings, start))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""OcrService, the public API. Run with `python -m services.orchestrator.server`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+
+from handwriting.v1 import detector_service_pb2_grpc as detector_grpc
+from handwriting.v1 import ocr_service_pb2 as pb
+from handwriting.v1 import ocr_service_pb2_grpc as pb_grpc
+from handwriting.v1 import recognizer_service_pb2_grpc as recognizer_grpc
+from services.common import errors
+from services.common import settings as settings_module
+from services.common.images import ImageError, image_from_proto
+from services.common.logs import configure_logging
+from services.common.server import RunningServer, channel_options, create_server, serve
+from services.common.servicer import rpc_errors
+from services.common.settings import OrchestratorSettings
+from services.common.tracing import client_interceptors, span
+from services.orchestrator.pipeline import DownstreamError, OcrPipeline
+
+logger = logging.getLogger("handwriting.orchestrator")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OcrService"].full_name
+
+
+class OcrServicer(pb_grpc.OcrServiceServicer):
+    def __init__(self, settings: OrchestratorSettings, pipeline: OcrPipeline):
+        self.settings = settings
+        self.pipeline = pipeline
+
+    async def ProcessPage(self, request: pb.ProcessPageRequest, context: grpc.aio.ServicerContext):
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        remaining = context.time_remaining()
+        deadline = loop.time() + (remaining if remaining is not None else self.settings.default_deadline_seconds)
+        async with rpc_errors(context):
+            if not 0.0 <= request.min_detection_score <= 1.0:
+                raise ImageError("BAD_SCORE", "min_detection_score must be in [0, 1]", "min_detection_score")
+            with span("decode"):
+                image = image_from_proto(request.image, self.settings)
+            decode_ms = 1000 * (time.perf_counter() - started)
+            try:
+                result = await self.pipeline.process(image, deadline, request.min_detection_score)
+            except* DownstreamError as group:
+                failure = group.exceptions[0]
+                logger.warning(
+                    "downstream failed",
+                    extra={"stage": failure.stage, "code": failure.code.name, "detail": failure.message},
+                )
+                await context.abort_with_status(
+                    errors.error(
+                        failure.code,
+                        f"{failure.stage}: {failure.message}",
+                        f"{failure.stage.upper()}_{failure.code.name}",
+                        {"stage": failure.stage},
+                    )
+                )
+            total_ms = 1000 * (time.perf_counter() - started)
+            logger.info(
+                "page",
+                extra={"words": sum(len(line.words) for line in result.page.lines), "total_ms": round(total_ms, 1)},
+            )
+            return pb.ProcessPageResponse(
+                page=result.page,
+                timings=pb.Timings(
+                    decode_ms=decode_ms,
+                    detect_ms=result.detect_ms,
+                    recognize_ms=result.recognize_ms,
+                    total_ms=total_ms,
+                ),
+            )
+
+
+async def start(settings: OrchestratorSettings) -> RunningServer:
+    interceptors = client_interceptors(settings)
+    options = channel_options(settings)
+    detector_channel = grpc.aio.insecure_channel(settings.detector_address, options=options, interceptors=interceptors)
+    recognizer_channel = grpc.aio.insecure_channel(
+        settings.recognizer_address, options=options, interceptors=interceptors
+    )
+    pipeline = OcrPipeline(
+        settings,
+        detector_grpc.DetectorServiceStub(detector_channel),
+        recognizer_grpc.RecognizerServiceStub(recognizer_channel),
+    )
+    servicer = OcrServicer(settings, pipeline)
+    running = await create_server(
+        settings, [lambda s: pb_grpc.add_OcrServiceServicer_to_server(servicer, s)], [SERVICE_NAME]
+    )
+    await running.mark_serving()
+    return running
+
+
+def main() -> None:
+    settings = settings_module.load(OrchestratorSettings)
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings, start))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Text recognition on word crops with any TrOCR checkpoint (`VisionEncoderDecoderModel`) from a local dir.
+
+No gRPC here: `Recognizer.predict(crops)` takes PIL images and returns text with a confidence.
+Works with the repository's compact model (services.recognizer.compact_trocr) and with Microsoft's
+`trocr-*-handwritten` checkpoints copied into a directory alike.
+
+Confidence is the geometric mean of the probabilities the decoder gave to the tokens it emitted
+(end-of-sequence included): exp(mean log p). With beam search it is exp of the beam's
+length-normalised log-probability, which is the same quantity for the chosen beam. It is in
+[0, 1]; 1 means every character was read with certainty. It is a model score, not a calibrated
+probability that the word is right, but it ranks words well for review.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
+
+from services.recognizer import compact_trocr  # registers the compact encoder with AutoModel
+
+logger = logging.getLogger("handwriting.recognizer")
+
+
+@dataclass(frozen=True)
+class Recognition:
+    text: str
+    confidence: float
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: VisionEncoderDecoderModel
+    tokenizer: object
+    preprocess: Callable[[list[Image.Image]], torch.Tensor]
+
+
+def load_checkpoint(model_dir: str | Path, device: str = "cpu") -> LoadedCheckpoint:
+    """Load model, tokenizer and the matching pixel preprocessing from a local directory, offline."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").exists():
+        raise FileNotFoundError(f"no TrOCR checkpoint in {model_dir} (config.json missing)")
+    model = VisionEncoderDecoderModel.from_pretrained(model_dir, local_files_only=True).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    encoder_config = model.config.encoder
+    if encoder_config.model_type == compact_trocr.MODEL_TYPE:
+        height, width = encoder_config.image_height, encoder_config.image_width
+
+        def preprocess(crops: list[Image.Image]) -> torch.Tensor:
+            return compact_trocr.prepare_pixels(crops, height, width)
+
+    else:  # a stock TrOCR: its own image processor (resize to 384x384, normalise)
+        image_processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
+
+        def preprocess(crops: list[Image.Image]) -> torch.Tensor:
+            rgb = [crop.convert("RGB") for crop in crops]
+            return image_processor(images=rgb, return_tensors="pt").pixel_values
+
+    return LoadedCheckpoint(model, tokenizer, preprocess)
+
+
+class Recognizer:
+    """Reads word (or line) crops. Load once at start-up; `predict` is thread-compatible, not re-entrant."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str = "cpu",
+        beam_size: int = 1,
+        max_new_tokens: int = 32,
+        batch_size: int = 32,
+    ):
+        if beam_size < 1:
+            raise ValueError("beam_size must be >= 1")
+        self.device = device
+        self.beam_size = beam_size
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        checkpoint = load_checkpoint(model_dir, device)
+        self.model = checkpoint.model.eval()
+        self.tokenizer = checkpoint.tokenizer
+        self.preprocess = checkpoint.preprocess
+        self.model_name = os.path.basename(os.path.normpath(str(model_dir)))
+        logger.info("recognizer loaded", extra={"model_dir": str(model_dir), "device": device})
+
+    @torch.inference_mode()
+    def predict(self, crops: list[Image.Image]) -> list[Recognition]:
+        if not crops:
+            return []
+        results: list[Recognition] = []
+        for start in range(0, len(crops), self.batch_size):
+            results.extend(self._predict_batch(crops[start : start + self.batch_size]))
+        return results
+
+    def _predict_batch(self, crops: list[Image.Image]) -> list[Recognition]:
+        pixel_values = self.preprocess(crops).to(self.device)
+        output = self.model.generate(
+            pixel_values,
+            num_beams=self.beam_size,
+            max_new_tokens=self.max_new_tokens,
+            output_scores=True,
+            return_dict_in_generate=True,
+            length_penalty=1.0,
+            early_stopping=True,
+        )
+        texts = self.tokenizer.batch_decode(output.sequences, skip_special_tokens=True)
+        beam = self.beam_size > 1
+        confidences = output.sequences_scores.exp().tolist() if beam else self._greedy_confidences(output)
+        return [
+            Recognition(text.strip(), float(min(1.0, max(0.0, confidence))))
+            for text, confidence in zip(texts, confidences, strict=True)
+        ]
+
+    def _greedy_confidences(self, output) -> list[float]:
+        scores = self.model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
+        generated = output.sequences[:, -scores.shape[1] :]
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos])
+        is_eos = torch.isin(generated, eos_ids)
+        # count tokens up to and including the first end-of-sequence
+        after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
+        valid = ~after_eos
+        mean_log_prob = (scores.masked_fill(~valid, 0.0).sum(dim=1)) / valid.sum(dim=1).clamp(min=1)
+        return mean_log_prob.exp().tolist()

@@ -1,0 +1,81 @@
+"""RecognizerService: gRPC in front of `Recognizer`. Run with `python -m services.recognizer.server`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+import torch
+
+from handwriting.v1 import recognizer_service_pb2 as pb
+from handwriting.v1 import recognizer_service_pb2_grpc as pb_grpc
+from services.common import settings as settings_module
+from services.common.images import ImageError, image_from_proto
+from services.common.logs import configure_logging
+from services.common.model_runner import ModelRunner
+from services.common.server import RunningServer, create_server, serve
+from services.common.servicer import ModelNotReady, rpc_errors
+from services.common.settings import RecognizerSettings
+from services.common.tracing import span
+from services.recognizer.model import Recognizer
+
+logger = logging.getLogger("handwriting.recognizer")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecognizerService"].full_name
+
+
+class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
+    def __init__(self, settings: RecognizerSettings):
+        self.settings = settings
+        self.recognizer: Recognizer | None = None
+        self.runner = ModelRunner()
+
+    async def Recognize(self, request: pb.RecognizeRequest, context: grpc.aio.ServicerContext) -> pb.RecognizeResponse:
+        async with rpc_errors(context):
+            if self.recognizer is None:
+                raise ModelNotReady("the recognizer model is still loading")
+            if len(request.crops) > self.settings.max_crops_per_request:
+                raise ImageError(
+                    "TOO_MANY_CROPS",
+                    f"{len(request.crops)} crops; at most {self.settings.max_crops_per_request} per request",
+                    "crops",
+                )
+            crops = [image_from_proto(crop, self.settings, f"crops[{i}]") for i, crop in enumerate(request.crops)]
+            with span("recognize_batch", batch_size=len(crops)):
+                results = await self.runner.run(self.recognizer.predict, crops)
+            return pb.RecognizeResponse(
+                recognitions=[pb.Recognition(text=r.text, confidence=r.confidence) for r in results],
+                model=self.recognizer.model_name,
+            )
+
+    def load(self) -> None:
+        if self.settings.torch_threads:
+            torch.set_num_threads(self.settings.torch_threads)
+        self.recognizer = Recognizer(
+            self.settings.recognizer_model_dir,
+            device=self.settings.device,
+            beam_size=self.settings.beam_size,
+            max_new_tokens=self.settings.max_new_tokens,
+            batch_size=self.settings.model_batch_size,
+        )
+
+
+async def start(settings: RecognizerSettings) -> RunningServer:
+    """Start serving (health NOT_SERVING), load the model off the loop, then report SERVING."""
+    servicer = RecognizerServicer(settings)
+    running = await create_server(
+        settings, [lambda s: pb_grpc.add_RecognizerServiceServicer_to_server(servicer, s)], [SERVICE_NAME]
+    )
+    await asyncio.get_running_loop().run_in_executor(None, servicer.load)
+    await running.mark_serving()
+    return running
+
+
+def main() -> None:
+    settings = settings_module.load(RecognizerSettings)
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings, start))
+
+
+if __name__ == "__main__":
+    main()

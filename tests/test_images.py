@@ -1,0 +1,91 @@
+"""Image decoding and validation: formats, orientation, modes, limits, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.common.images import ImageError, decode_image, image_to_raw, raw_to_image
+from services.common.settings import ImageLimits
+from tests.conftest import png_bytes
+
+LIMITS = ImageLimits()
+
+
+@pytest.mark.parametrize("format", ["PNG", "JPEG", "TIFF", "WEBP", "BMP"])
+def test_decodes_every_supported_format(format):
+    image = Image.new("RGB", (40, 20), (10, 200, 30))
+    decoded = decode_image(png_bytes(image, format), LIMITS)
+    assert decoded.size == (40, 20) and decoded.mode == "RGB"
+    assert abs(int(decoded.getpixel((5, 5))[1]) - 200) < 12
+
+
+def test_applies_exif_orientation():
+    image = Image.new("RGB", (40, 20), "white")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 clockwise to display
+    decoded = decode_image(png_bytes(image, "JPEG", exif=exif), LIMITS)
+    assert decoded.size == (20, 40)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "I;16", "1", "CMYK"])
+def test_converts_modes_to_rgb(mode):
+    image = Image.new("RGB", (16, 8), (0, 0, 0)).convert(mode)
+    decoded = decode_image(png_bytes(image, "TIFF" if mode == "CMYK" else "PNG"), LIMITS)
+    assert decoded.mode == "RGB"
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    array = np.full((8, 8), 32768, dtype=np.uint16)
+    decoded = decode_image(png_bytes(Image.fromarray(array).convert("I;16")), LIMITS)
+    assert 120 <= decoded.getpixel((0, 0))[0] <= 135
+
+
+def test_transparent_pixels_become_white_paper():
+    image = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    assert decode_image(png_bytes(image), LIMITS).getpixel((1, 1)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "EMPTY_IMAGE"),
+        (b"hello, not an image", "UNSUPPORTED_IMAGE"),
+        (b"%PDF-1.4 a pdf is not an image", "UNSUPPORTED_IMAGE"),
+    ],
+)
+def test_rejects_non_images(data, reason):
+    with pytest.raises(ImageError) as caught:
+        decode_image(data, LIMITS)
+    assert caught.value.reason == reason and caught.value.field == "image.content"
+
+
+def test_rejects_truncated_and_corrupt():
+    data = png_bytes(Image.effect_noise((200, 200), 50).convert("RGB"))
+    with pytest.raises(ImageError) as caught:
+        decode_image(data[: len(data) // 2], LIMITS)
+    assert caught.value.reason == "CORRUPT_IMAGE"
+    corrupt = bytearray(data)
+    corrupt[100:140] = b"\x00" * 40
+    with pytest.raises(ImageError):
+        decode_image(bytes(corrupt), LIMITS)
+
+
+def test_limits_bytes_and_pixels_before_decoding():
+    big = png_bytes(Image.new("L", (5000, 5000), 255))  # compresses to a few KB: a small bomb
+    with pytest.raises(ImageError) as caught:
+        decode_image(big, ImageLimits(max_image_pixels=1_000_000))
+    assert caught.value.reason == "TOO_MANY_PIXELS"
+    with pytest.raises(ImageError) as caught:
+        decode_image(big, ImageLimits(max_image_bytes=100))
+    assert caught.value.reason == "IMAGE_TOO_LARGE"
+
+
+def test_raw_round_trip_and_validation():
+    image = Image.new("L", (7, 3), 99)
+    message = image_to_raw(image)
+    assert raw_to_image(message.raw, LIMITS, "raw").tobytes() == image.tobytes()
+    message.raw.data = message.raw.data[:-1]
+    with pytest.raises(ImageError, match="expected 21 bytes"):
+        raw_to_image(message.raw, LIMITS, "raw")

@@ -1,0 +1,58 @@
+"""Line grouping and reading order from word boxes."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from services.orchestrator.layout import group_into_lines
+
+
+def grid(lines: int, words: int, height=30, width=80, gap=25, pitch=60, slope=0.0, jitter=0.0, seed=0):
+    """Boxes of a page with `lines` lines of `words` words; returns boxes and the true (line, word) of each."""
+    rng = random.Random(seed)
+    boxes, truth = [], []
+    for line in range(lines):
+        for word in range(words):
+            x = 50 + word * (width + gap)
+            y = 40 + line * pitch + slope * x + rng.uniform(-jitter, jitter)
+            w = width * rng.uniform(0.6, 1.2)
+            boxes.append((x, y, x + w, y + height))
+            truth.append((line, word))
+    order = list(range(len(boxes)))
+    rng.shuffle(order)  # the detector returns boxes in no particular order
+    return [boxes[i] for i in order], [truth[i] for i in order]
+
+
+def as_truth(lines, truth):
+    return [[truth[i] for i in line] for line in lines]
+
+
+def expected(lines: int, words: int):
+    return [[(line, word) for word in range(words)] for line in range(lines)]
+
+
+def test_straight_lines_in_reading_order():
+    boxes, truth = grid(5, 6)
+    assert as_truth(group_into_lines(boxes), truth) == expected(5, 6)
+
+
+def test_rotated_page_keeps_lines_apart():
+    # 5 degrees: over 6 words the line drifts by ~55 px, nearly a line pitch
+    boxes, truth = grid(6, 6, slope=math.tan(math.radians(5)))
+    assert as_truth(group_into_lines(boxes), truth) == expected(6, 6)
+
+
+def test_uneven_baselines():
+    boxes, truth = grid(4, 8, jitter=8, seed=3)
+    assert as_truth(group_into_lines(boxes), truth) == expected(4, 8)
+
+
+def test_words_of_different_heights_on_one_line():
+    boxes = [(10, 100, 60, 130), (70, 90, 120, 135), (130, 105, 170, 128), (10, 160, 60, 190)]
+    assert group_into_lines(boxes) == [[0, 1, 2], [3]]
+
+
+def test_empty_and_single():
+    assert group_into_lines([]) == []
+    assert group_into_lines([(0, 0, 10, 10)]) == [[0]]

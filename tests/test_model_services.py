@@ -1,0 +1,111 @@
+"""Detector and recognizer services: real aio servers on port 0 with tiny real models."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from PIL import Image
+
+from handwriting.v1 import detector_service_pb2 as detector_pb
+from handwriting.v1 import detector_service_pb2_grpc as detector_grpc
+from handwriting.v1 import image_pb2
+from handwriting.v1 import recognizer_service_pb2 as recognizer_pb
+from handwriting.v1 import recognizer_service_pb2_grpc as recognizer_grpc
+from services.common.errors import details_of
+from services.common.images import image_to_raw
+from services.common.settings import DetectorSettings, RecognizerSettings
+from services.detector import server as detector_server
+from services.recognizer import server as recognizer_server
+from tests.conftest import png_bytes, word_page
+
+
+@pytest.fixture(scope="module")
+async def detector(tiny_detector_weights):
+    settings = DetectorSettings(
+        host="127.0.0.1", port=0, detector_weights=str(tiny_detector_weights), detector_image_size=128
+    )
+    running = await detector_server.start(settings)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    yield channel
+    await channel.close()
+    await running.stop(0)
+
+
+@pytest.fixture(scope="module")
+async def recognizer(tiny_recognizer_dir):
+    settings = RecognizerSettings(
+        host="127.0.0.1",
+        port=0,
+        recognizer_model_dir=str(tiny_recognizer_dir),
+        max_new_tokens=6,
+        max_crops_per_request=8,
+    )
+    running = await recognizer_server.start(settings)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    yield channel
+    await channel.close()
+    await running.stop(0)
+
+
+async def list_services(channel) -> set[str]:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    async for response in responses:
+        return {service.name for service in response.list_services_response.service}
+
+
+async def test_detector_serves_health_reflection_and_detections(detector):
+    health = health_pb2_grpc.HealthStub(detector)
+    response = await health.Check(health_pb2.HealthCheckRequest(service="handwriting.v1.DetectorService"))
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+    assert "handwriting.v1.DetectorService" in await list_services(detector)
+
+    page = word_page([((20, 20, 120, 50), 0)], size=(300, 200))
+    stub = detector_grpc.DetectorServiceStub(detector)
+    for image in (image_pb2.Image(content=png_bytes(page)), image_to_raw(page)):
+        result = await stub.Detect(detector_pb.DetectRequest(image=image, min_score=0.001))
+        assert (result.image_width, result.image_height) == (300, 200)
+        for detection in result.detections:  # random weights: whatever it finds must be well-formed
+            assert detection.detection_class in (detector_pb.DETECTION_CLASS_WORD, detector_pb.DETECTION_CLASS_LINE)
+            assert 0 <= detection.score <= 1 and detection.box.right >= detection.box.left
+
+
+@pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n broken", b"GIF89a not allowed"])
+async def test_detector_rejects_bad_images_and_keeps_serving(detector, content):
+    stub = detector_grpc.DetectorServiceStub(detector)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Detect(detector_pb.DetectRequest(image=image_pb2.Image(content=content)))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad_request = details_of(caught.value)[0]
+    assert bad_request.field_violations[0].field == "image.content"
+    ok = await stub.Detect(
+        detector_pb.DetectRequest(image=image_pb2.Image(content=png_bytes(Image.new("L", (64, 64)))))
+    )
+    assert ok.image_width == 64
+
+
+async def test_recognizer_reads_a_batch_in_order(recognizer):
+    stub = recognizer_grpc.RecognizerServiceStub(recognizer)
+    crops = [image_to_raw(Image.new("L", (40 + 10 * i, 20), 255 - 40 * i)) for i in range(3)]
+    response = await stub.Recognize(recognizer_pb.RecognizeRequest(crops=crops))
+    assert len(response.recognitions) == 3
+    assert all(0.0 <= r.confidence <= 1.0 for r in response.recognitions)
+    assert response.model
+    empty = await stub.Recognize(recognizer_pb.RecognizeRequest())
+    assert len(empty.recognitions) == 0
+
+
+async def test_recognizer_names_the_bad_crop_and_the_limit(recognizer):
+    stub = recognizer_grpc.RecognizerServiceStub(recognizer)
+    good = image_to_raw(Image.new("L", (30, 20), 255))
+    bad = image_pb2.Image(content=b"junk")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Recognize(recognizer_pb.RecognizeRequest(crops=[good, bad]))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(caught.value)[0].field_violations[0].field == "crops[1].content"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Recognize(recognizer_pb.RecognizeRequest(crops=[good] * 9))
+    assert details_of(caught.value)[1].reason == "TOO_MANY_CROPS"
+    assert len((await stub.Recognize(recognizer_pb.RecognizeRequest(crops=[good]))).recognitions) == 1

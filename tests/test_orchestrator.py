@@ -1,0 +1,216 @@
+"""The orchestrator's logic against fake stages served over real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+
+from handwriting.v1 import detector_service_pb2_grpc as detector_grpc
+from handwriting.v1 import image_pb2, ocr_service_pb2, ocr_service_pb2_grpc
+from handwriting.v1 import recognizer_service_pb2_grpc as recognizer_grpc
+from services.common.errors import details_of
+from services.common.settings import OrchestratorSettings
+from services.orchestrator import server as orchestrator_server
+from tests.conftest import free_port, png_bytes, word_page
+from tests.fakes import FakeDetector, FakeRecognizer, start_fake
+
+PAGE_SIZE = (800, 400)
+# (box in pixels, gray level, text), deliberately listed out of reading order
+WORDS = [
+    ((420, 210, 520, 250), 60, "five"),
+    ((40, 40, 160, 80), 10, "one"),
+    ((40, 200, 150, 245), 50, "four"),
+    ((400, 50, 500, 85), 30, "three"),
+    ((200, 45, 330, 82), 20, "two"),
+    ((200, 205, 380, 248), 40, "and"),
+]
+
+
+@pytest.fixture(scope="module")
+async def fakes():
+    detector, recognizer = FakeDetector(), FakeRecognizer()
+    detector_server, detector_port = await start_fake(detector_grpc.add_DetectorServiceServicer_to_server, detector)
+    recognizer_server, recognizer_port = await start_fake(
+        recognizer_grpc.add_RecognizerServiceServicer_to_server, recognizer
+    )
+    yield detector, recognizer, detector_port, recognizer_port
+    await detector_server.stop(0)
+    await recognizer_server.stop(0)
+
+
+@pytest.fixture
+async def stage(fakes):
+    detector, recognizer, detector_port, recognizer_port = fakes
+    detector.reset()
+    recognizer.reset()
+    detector.fraction_boxes = [
+        (left / PAGE_SIZE[0], t / PAGE_SIZE[1], r / PAGE_SIZE[0], b / PAGE_SIZE[1]) for (left, t, r, b), _, _ in WORDS
+    ]
+    recognizer.texts = {level: text for _, level, text in WORDS}
+    running = []
+
+    async def start(**overrides):
+        settings = OrchestratorSettings(
+            **{
+                "host": "127.0.0.1",
+                "port": 0,
+                "detector_address": f"127.0.0.1:{detector_port}",
+                "recognizer_address": f"127.0.0.1:{recognizer_port}",
+                "detector_max_side": 400,
+                **overrides,
+            }
+        )
+        server = await orchestrator_server.start(settings)
+        running.append(server)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        return ocr_service_pb2_grpc.OcrServiceStub(channel), server
+
+    yield detector, recognizer, start
+    for server in running:
+        await server.stop(0)
+
+
+def page_request(image=None) -> ocr_service_pb2.ProcessPageRequest:
+    image = image or word_page([(box, level) for box, level, _ in WORDS], size=PAGE_SIZE)
+    return ocr_service_pb2.ProcessPageRequest(image=image_pb2.Image(content=png_bytes(image)))
+
+
+async def test_page_is_assembled_in_reading_order_with_page_coordinates(stage):
+    detector, recognizer, start = stage
+    stub, _ = await start()
+    response = await stub.ProcessPage(page_request(), timeout=10)
+    page = response.page
+    assert page.text == "one two three\nfour and five"
+    assert [len(line.words) for line in page.lines] == [3, 3]
+    assert detector.received_sizes == [(400, 200)]  # downscaled for the detector
+    first = page.lines[0].words[0]
+    assert [(v.x, v.y) for v in first.bounding_poly.vertices] == [(40, 40), (160, 40), (160, 80), (40, 80)]
+    assert first.bounding_poly.normalized_vertices[2].x == pytest.approx(160 / 800)
+    assert first.detection_confidence == pytest.approx(0.9)
+    assert 0 < page.confidence <= 1 and response.timings.total_ms > 0
+    line_box = page.lines[1].bounding_poly.vertices
+    assert (line_box[0].x, line_box[0].y, line_box[2].x, line_box[2].y) == (40, 200, 520, 250)
+
+
+async def test_crops_go_out_in_concurrent_batches(stage):
+    _, recognizer, start = stage
+    recognizer.delay = 0.2
+    stub, _ = await start(recognizer_batch_size=2, recognizer_concurrency=2)
+    response = await stub.ProcessPage(page_request(), timeout=10)
+    assert response.page.text.split() == ["one", "two", "three", "four", "and", "five"]
+    assert sorted(recognizer.batch_sizes) == [2, 2, 2]
+    assert recognizer.max_in_flight == 2
+
+
+async def test_page_without_words_is_empty_not_an_error(stage):
+    detector, recognizer, start = stage
+    detector.fraction_boxes = []
+    stub, _ = await start()
+    response = await stub.ProcessPage(page_request(), timeout=10)
+    assert response.page.text == "" and len(response.page.lines) == 0
+    assert response.page.width == PAGE_SIZE[0]
+    assert recognizer.batch_sizes == []
+
+
+@pytest.mark.parametrize(
+    ("stage_name", "downstream", "expected"),
+    [
+        ("detector", grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE),
+        ("detector", grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL),
+        ("recognizer", grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ("recognizer", grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL),
+    ],
+)
+async def test_downstream_errors_are_mapped(stage, stage_name, downstream, expected):
+    detector, recognizer, start = stage
+    (detector if stage_name == "detector" else recognizer).fail_with = downstream
+    stub, _ = await start()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ProcessPage(page_request(), timeout=10)
+    assert caught.value.code() == expected
+    info = details_of(caught.value)[0]
+    assert info.reason == f"{stage_name.upper()}_{expected.name}" and info.metadata["stage"] == stage_name
+
+
+async def test_deadline_propagates_downstream(stage):
+    _, recognizer, start = stage
+    recognizer.delay = 5.0
+    stub, _ = await start()
+    started = time.perf_counter()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ProcessPage(page_request(), timeout=1.0)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.perf_counter() - started < 2.5
+    assert recognizer.time_remaining and all(r is not None and r <= 1.0 for r in recognizer.time_remaining)
+
+
+async def test_dead_downstream_fails_fast_with_unavailable(stage):
+    _, _, start = stage
+    stub, _ = await start(detector_address=f"127.0.0.1:{free_port()}")
+    started = time.perf_counter()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ProcessPage(page_request(), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert time.perf_counter() - started < 3
+
+
+async def test_recognizer_killed_mid_request(stage):
+    detector, _, start = stage
+    killable = FakeRecognizer()
+    killable.texts = {level: text for _, level, text in WORDS}
+    killable.delay = 10.0
+    server, port = await start_fake(recognizer_grpc.add_RecognizerServiceServicer_to_server, killable)
+    stub, _ = await start(recognizer_address=f"127.0.0.1:{port}")
+    call = asyncio.ensure_future(stub.ProcessPage(page_request(), timeout=30))
+    await asyncio.wait_for(killable.started.wait(), 5)
+    started = time.perf_counter()
+    await server.stop(0)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert time.perf_counter() - started < 3
+
+
+async def test_bad_image_is_invalid_argument_then_service_keeps_working(stage):
+    _, _, start = stage
+    stub, _ = await start()
+    for content in (b"", b"not an image", png_bytes(word_page([], size=(10, 10)))[:30]):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ProcessPage(ocr_service_pb2.ProcessPageRequest(image=image_pb2.Image(content=content)))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert details_of(caught.value)[0].field_violations[0].field == "image.content"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ProcessPage(ocr_service_pb2.ProcessPageRequest())
+    assert details_of(caught.value)[0].field_violations[0].field == "image"
+    assert (await stub.ProcessPage(page_request(), timeout=10)).page.text
+
+
+async def test_over_limit_image_is_rejected(stage):
+    _, _, start = stage
+    stub, _ = await start(max_image_pixels=10_000)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ProcessPage(page_request(), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(caught.value)[1].reason == "TOO_MANY_PIXELS"
+
+
+async def test_graceful_shutdown_finishes_in_flight_calls(stage):
+    _, recognizer, start = stage
+    recognizer.delay = 1.0
+    stub, server = await start()
+    call = asyncio.ensure_future(stub.ProcessPage(page_request(), timeout=10))
+    await asyncio.wait_for(recognizer.started.wait(), 5)
+    stopping = asyncio.ensure_future(server.stop(5))
+    await asyncio.sleep(0.1)
+    status = await server.health.Check(health_pb2.HealthCheckRequest(), None)
+    assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    response = await call  # the in-flight call finishes during the grace period
+    assert response.page.text.startswith("one")
+    await stopping
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # and nothing new is accepted
+        await stub.ProcessPage(page_request(), timeout=2)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,114 @@
+"""Render the synthetic datasets: pages with YOLO labels for the detector, word crops for the recognizer.
+
+    python -m training.make_data --out data/synth --train-pages 1500 --val-pages 100
+
+Training pages use the training font families and the wordfreq corpus; validation pages use the
+font families reserved for evaluation and the GPL-3 text, so validation measures generalisation
+to hands and words the models never saw. Deterministic by seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from services.common.crops import crop_word
+from training.synth.fonts import EVAL_FAMILIES, ensure_fonts, training_families
+from training.synth.render import render_page
+from training.synth.text import TextSampler, evaluation_vocabulary, training_vocabulary
+
+DETECTOR_MAX_SIDE = 640
+CROP_HEIGHT = 48
+CLASS_NAMES = {0: "word", 1: "line"}
+
+_worker_state: dict = {}
+
+
+def _init_worker(split: str) -> None:
+    if split == "train":
+        families, vocabulary = training_families(), training_vocabulary()
+    else:
+        families, vocabulary = list(EVAL_FAMILIES), evaluation_vocabulary()
+    _worker_state["fonts"] = ensure_fonts(families)
+    _worker_state["vocabulary"] = vocabulary
+
+
+def _yolo_line(class_id: int, box, width: int, height: int) -> str:
+    left, top, right, bottom = box
+    return (
+        f"{class_id} {(left + right) / 2 / width:.6f} {(top + bottom) / 2 / height:.6f} "
+        f"{(right - left) / width:.6f} {(bottom - top) / height:.6f}"
+    )
+
+
+def _make_page(job: tuple[str, int, int, Path]) -> list[str]:
+    split, seed, index, out = job
+    rng = random.Random(seed * 1_000_003 + index)
+    sampler = TextSampler(_worker_state["vocabulary"], rng)
+    page = render_page(sampler, _worker_state["fonts"], rng)
+    name = f"{split}_{index:06d}"
+    width, height = page.image.size
+
+    labels = [_yolo_line(0, w.box, width, height) for w in page.words]
+    labels += [_yolo_line(1, box, width, height) for box, _ in page.line_boxes()]
+    scale = DETECTOR_MAX_SIDE / max(width, height)
+    small = page.image.resize((round(width * scale), round(height * scale)), resample=3)
+    small.save(out / "detector" / "images" / split / f"{name}.jpg", quality=92)
+    (out / "detector" / "labels" / split / f"{name}.txt").write_text("\n".join(labels) + "\n")
+
+    rows = []
+    for word_index, word in enumerate(page.words):
+        crop = crop_word(page.image, word.box)
+        crop = crop.resize((max(1, round(crop.width * CROP_HEIGHT / crop.height)), CROP_HEIGHT), resample=3)
+        crop_name = f"{name}_{word_index:03d}.png"
+        crop.save(out / "recognizer" / split / crop_name)
+        rows.append(f"{crop_name}\t{word.text}")
+    if index < 20:  # a few full pages with ground truth for end-to-end evaluation
+        page.image.save(out / "pages" / split / f"{name}.png")
+        truth = {
+            "words": [{"text": w.text, "box": list(w.box)} for w in page.words],
+            "lines": [" ".join(page.words[i].text for i in line) for line in page.lines],
+        }
+        (out / "pages" / split / f"{name}.json").write_text(json.dumps(truth))
+    return rows
+
+
+def make_split(out: Path, split: str, pages: int, seed: int, workers: int) -> None:
+    for folder in (f"detector/images/{split}", f"detector/labels/{split}", f"recognizer/{split}", f"pages/{split}"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    jobs = [(split, seed, index, out) for index in range(pages)]
+    rows: list[str] = []
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(split,)) as pool:
+        for page_rows in pool.map(_make_page, jobs, chunksize=8):
+            rows.extend(page_rows)
+    (out / "recognizer" / split / "labels.tsv").write_text("\n".join(rows) + "\n")
+    print(f"{split}: {pages} pages, {len(rows)} word crops")
+
+
+def write_yolo_yaml(out: Path) -> Path:
+    path = out / "detector" / "data.yaml"
+    names = "\n".join(f"  {k}: {v}" for k, v in CLASS_NAMES.items())
+    path.write_text(f"path: {(out / 'detector').resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("data/synth"))
+    parser.add_argument("--train-pages", type=int, default=1500)
+    parser.add_argument("--val-pages", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    # fonts are installed once, before the workers start
+    ensure_fonts(training_families() + list(EVAL_FAMILIES))
+    make_split(args.out, "train", args.train_pages, args.seed, args.workers)
+    make_split(args.out, "val", args.val_pages, args.seed + 1, args.workers)
+    print(f"detector dataset: {write_yolo_yaml(args.out)}")
+
+
+if __name__ == "__main__":
+    main()

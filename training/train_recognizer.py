@@ -1,0 +1,206 @@
+"""Train the recognizer: a compact TrOCR from scratch, or fine-tune any local TrOCR checkpoint.
+
+    python -m training.train_recognizer --data data/synth/recognizer --out runs/recognizer \
+        --config training/configs/recognizer_cpu.json --minutes 60
+    python -m training.train_recognizer --init-from models/recognizer ...   # resume / fine-tune
+
+The best checkpoint by validation CER is saved as a plain VisionEncoderDecoderModel directory
+(model, tokenizer, training_state.json with the cumulative recipe and history).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from services.recognizer import compact_trocr
+from services.recognizer.model import Recognizer, load_checkpoint
+from training.metrics import error_rates
+
+
+def read_split(folder: Path, limit: int | None = None) -> list[tuple[Path, str]]:
+    rows = []
+    for line in (folder / "labels.tsv").read_text().splitlines():
+        if "\t" in line:
+            name, text = line.split("\t", 1)
+            rows.append((folder / name, text))
+    return rows[:limit] if limit else rows
+
+
+def label_ids(tokenizer, texts: list[str], decoder_start: int, eos: int, max_length: int) -> torch.Tensor:
+    """Token ids for teacher forcing: no start token (the model shifts it in), one end token, -100 padding."""
+    sequences = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=True).input_ids
+        if ids and ids[0] == decoder_start:
+            ids = ids[1:]
+        if not ids or ids[-1] != eos:
+            ids = ids + [eos]
+        sequences.append(ids[:max_length])
+    longest = max(len(ids) for ids in sequences)
+    labels = torch.full((len(sequences), longest), -100, dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        labels[row, : len(ids)] = torch.tensor(ids)
+    return labels
+
+
+def ctc_targets(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    index = {char: i + 1 for i, char in enumerate(compact_trocr.CHARACTERS)}  # 0 is the CTC blank
+    targets = [[index[c] for c in text if c in index] for text in texts]
+    lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
+    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
+    return flat, lengths
+
+
+def evaluate(model_dir: Path, rows: list[tuple[Path, str]], batch_size: int = 64) -> dict:
+    recognizer = Recognizer(model_dir, batch_size=batch_size)
+    started = time.perf_counter()
+    predictions = recognizer.predict([Image.open(path).convert("L") for path, _ in rows])
+    seconds = time.perf_counter() - started
+    references = [text for _, text in rows]
+    hypotheses = [p.text for p in predictions]
+    cer, wer = error_rates(references, hypotheses)
+    exact = sum(r == h for r, h in zip(references, hypotheses, strict=True)) / max(1, len(rows))
+    return {
+        "cer": cer,
+        "wer": wer,
+        "word_accuracy": exact,
+        "crops": len(rows),
+        "ms_per_crop": 1000 * seconds / max(1, len(rows)),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("data/synth/recognizer"))
+    parser.add_argument("--out", type=Path, default=Path("runs/recognizer"))
+    parser.add_argument("--config", type=Path, default=Path("training/configs/recognizer_cpu.json"))
+    parser.add_argument("--init-from", type=Path, help="a local TrOCR checkpoint to resume or fine-tune")
+    parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget")
+    parser.add_argument("--max-steps", type=int, default=10**9)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    config = json.loads(args.config.read_text())
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+
+    state = {"recipe": [], "history": [], "steps": 0, "seconds": 0.0, "best_cer": math.inf}
+    if args.init_from:
+        checkpoint = load_checkpoint(args.init_from, args.device)
+        model, tokenizer, preprocess = checkpoint.model, checkpoint.tokenizer, checkpoint.preprocess
+        previous = args.init_from / "training_state.json"
+        if previous.exists():
+            state.update(json.loads(previous.read_text()))
+            state["best_cer"] = math.inf  # re-measured on this run's validation set
+    else:
+        tokenizer = compact_trocr.build_char_tokenizer()
+        model = compact_trocr.build_model(tokenizer, config.get("encoder"), config.get("decoder"), config["max_length"])
+        encoder_config = model.config.encoder
+
+        def preprocess(crops):
+            return compact_trocr.prepare_pixels(crops, encoder_config.image_height, encoder_config.image_width)
+
+    model.to(args.device).train()
+    decoder_start = model.config.decoder_start_token_id
+    eos = model.generation_config.eos_token_id
+    has_ctc = hasattr(model.encoder, "ctc_logits") and config.get("ctc_weight", 0) > 0
+    ctc_loss = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+
+    train_rows = [(p, t) for p, t in read_split(args.data / "train") if 0 < len(t) <= config["max_length"] - 1]
+    val_rows = read_split(args.data / "val")
+    rng.shuffle(val_rows)
+    val_rows = val_rows[: config["eval_samples"]]
+    parameters = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"train crops {len(train_rows)}, val crops {len(val_rows)}, params {parameters:.2f}M")
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"], weight_decay=0.01)
+    budget = args.minutes * 60
+    started = time.perf_counter()
+
+    def lr_at(step: int) -> float:
+        """Linear warm-up, then cosine decay over the time budget (or the step budget, if it ends first)."""
+        if step < config["warmup_steps"]:
+            return (step + 1) / config["warmup_steps"]
+        progress = min(1.0, max((time.perf_counter() - started) / budget, step / args.max_steps))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    args.out.mkdir(parents=True, exist_ok=True)
+    step = 0
+    running = None
+    state["recipe"].append(
+        {
+            "config": config,
+            "init_from": str(args.init_from) if args.init_from else None,
+            "data": str(args.data),
+            "minutes": args.minutes,
+            "device": args.device,
+        }
+    )
+
+    def save_if_best() -> None:
+        model.eval()
+        tmp = args.out / "last"
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        metrics = evaluate(tmp, val_rows)
+        model.train()
+        entry = {"step": state["steps"] + step, "minutes": round((time.perf_counter() - started) / 60, 1), **metrics}
+        state["history"].append(entry)
+        print(json.dumps(entry), flush=True)
+        if metrics["cer"] < state["best_cer"]:
+            state["best_cer"] = metrics["cer"]
+            model.save_pretrained(args.out)
+            tokenizer.save_pretrained(args.out)
+        (args.out / "training_state.json").write_text(json.dumps({**state, "steps_this_run": step}, indent=1))
+
+    while step < args.max_steps and time.perf_counter() - started < budget:
+        batch = rng.sample(train_rows, config["batch_size"])
+        texts = [t for _, t in batch]
+        pixel_values = preprocess([Image.open(p).convert("L") for p, _ in batch]).to(args.device)
+        labels = label_ids(tokenizer, texts, decoder_start, eos, config["max_length"]).to(args.device)
+        encoder_outputs = model.encoder(pixel_values=pixel_values)
+        output = model(encoder_outputs=encoder_outputs, labels=labels)
+        loss = output.loss
+        if has_ctc:
+            log_probs = model.encoder.ctc_logits(encoder_outputs.last_hidden_state).log_softmax(-1)
+            targets, target_lengths = ctc_targets(texts)
+            input_lengths = torch.full((len(texts),), log_probs.shape[1], dtype=torch.long)
+            loss = loss + config["ctc_weight"] * ctc_loss(
+                log_probs.transpose(0, 1), targets, input_lengths, target_lengths
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 50 == 0:
+            elapsed = time.perf_counter() - started
+            print(
+                f"step {step} loss {running:.3f} lr {scheduler.get_last_lr()[0]:.2e} {elapsed / step:.2f}s/step",
+                flush=True,
+            )
+        if step % config["eval_every"] == 0:
+            save_if_best()
+    state["seconds"] = state.get("seconds", 0.0) + (time.perf_counter() - started)
+    save_if_best()
+    state["steps"] = state.get("steps", 0) + step
+    (args.out / "training_state.json").write_text(json.dumps(state, indent=1))
+    print(f"done: {step} steps, best val CER {state['best_cer']:.4f}, saved to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
