@@ -96,6 +96,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             detector_weights=args.detector_weights,
             recognizer_model_dir=args.recognizer_model,
             log_dir=Path(args.log_dir) if args.log_dir else None,
+            tracing=args.tracing,
+            collector=args.collector,
+            xray_daemon=args.xray_daemon,
         )
     )
     stopping = []
@@ -136,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--detector-weights", help="YOLOv8 .pt (default: models/detector/detector.pt)")
     serve.add_argument("--recognizer-model", help="TrOCR checkpoint dir (default: models/recognizer)")
     serve.add_argument("--log-dir", help="write each service's log here instead of the terminal")
+    serve.add_argument("--tracing", choices=["off", "w3c", "xray"], default="off")
+    serve.add_argument("--collector", default="127.0.0.1:4317", help="OTLP/gRPC collector host:port")
+    serve.add_argument("--xray-daemon", default="127.0.0.1:2000", help="X-Ray daemon host:port for Envoy")
     serve.set_defaults(run=cmd_serve)
 
     ocr = sub.add_parser("ocr", help="OCR image files through the running stack")

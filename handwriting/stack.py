@@ -27,6 +27,9 @@ class StackConfig:
     detector_weights: str | None = None
     recognizer_model_dir: str | None = None
     log_dir: Path | None = None
+    tracing: str = "off"  # off | w3c | xray
+    collector: str = "127.0.0.1:4317"  # OTLP/gRPC receiver for the services (and Envoy in w3c mode)
+    xray_daemon: str = "127.0.0.1:2000"  # X-Ray daemon (UDP) for Envoy in xray mode
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -59,6 +62,7 @@ class LocalStack:
 
     def _env(self, port: int, **values: str) -> dict[str, str]:
         env = {**os.environ, **self.config.extra_env, "HW_HOST": self.config.host, "HW_PORT": str(port)}
+        env.update({"HW_TRACING": self.config.tracing, "HW_OTLP_ENDPOINT": f"http://{self.config.collector}"})
         env.update({f"HW_{k.upper()}": v for k, v in values.items() if v is not None})
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         return env
@@ -104,7 +108,12 @@ class LocalStack:
                 from deploy.envoy.config import start_envoy
 
                 self.processes["envoy"] = start_envoy(
-                    c.envoy_port, c.envoy_admin_port, f"{c.host}:{c.orchestrator_port}", c.log_dir
+                    c.envoy_port,
+                    c.envoy_admin_port,
+                    f"{c.host}:{c.orchestrator_port}",
+                    c.log_dir,
+                    tracing=c.tracing,
+                    collector=c.xray_daemon if c.tracing == "xray" else c.collector,
                 )
         except BaseException:
             self.stop()

@@ -112,7 +112,7 @@ def build(
     routes.append(
         {
             "match": {"prefix": "/"},
-            "direct_response": {"status": 404, "body": {"inline_string": '{"code":5,"message":"no such path"}'}},
+            "direct_response": {"status": 404, "body": {"inline_string": "no such path"}},
         }
     )
     manager = {
@@ -123,6 +123,13 @@ def build(
         "stream_idle_timeout": "300s",
         "generate_request_id": True,
         "use_remote_address": True,
+        # Envoy's own replies (404, 413, 503, timeouts) as JSON too, like the transcoded errors
+        "local_reply_config": {
+            "body_format": {
+                "json_format": {"status": "%RESPONSE_CODE%", "message": "%LOCAL_REPLY_BODY%"},
+                "content_type": "application/json",
+            }
+        },
         "route_config": {
             "name": "ocr",
             "virtual_hosts": [{"name": "ocr", "domains": ["*"], "routes": routes}],

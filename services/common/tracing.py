@@ -34,11 +34,10 @@ def configure_tracing(settings: ServerSettings, exporter=None) -> None:
 
     kwargs = {}
     if mode == "xray":
-        from opentelemetry.propagators.aws import AwsXRayPropagator
         from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
 
         kwargs["id_generator"] = AwsXRayIdGenerator()
-        set_global_textmap(AwsXRayPropagator())
+        set_global_textmap(_xray_propagator())
     else:
         from opentelemetry.propagators.composite import CompositePropagator
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -58,22 +57,52 @@ def configure_tracing(settings: ServerSettings, exporter=None) -> None:
     logger.info("tracing on", extra={"mode": mode, "endpoint": settings.otlp_endpoint})
 
 
+def _xray_propagator():
+    """AwsXRayPropagator that also finds the header in gRPC metadata, where keys are lower case."""
+    from opentelemetry.propagators.aws import AwsXRayPropagator
+    from opentelemetry.propagators.aws.aws_xray_propagator import TRACE_HEADER_KEY
+    from opentelemetry.propagators.textmap import DefaultGetter, default_getter, default_setter
+
+    class LowerCaseGetter(DefaultGetter):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def get(self, carrier, key):
+            return self.inner.get(carrier, key) or self.inner.get(carrier, key.lower())
+
+        def keys(self, carrier):
+            return self.inner.keys(carrier)
+
+    class GrpcXRayPropagator(AwsXRayPropagator):
+        def extract(self, carrier, context=None, getter=default_getter):
+            return super().extract(carrier, context, LowerCaseGetter(getter))
+
+        def inject(self, carrier, context=None, setter=default_setter):
+            headers = {}
+            super().inject(headers, context)
+            for value in headers.values():  # gRPC metadata keys must be lower case
+                setter.set(carrier, TRACE_HEADER_KEY.lower(), value)
+
+    return GrpcXRayPropagator()
+
+
 def server_interceptors(settings: ServerSettings) -> list:
     if settings.tracing.lower() == "off":
         return []
     configure_tracing(settings)
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
-    return [aio_server_interceptor()]
+    # health checks arrive every few seconds from Envoy, ECS and load balancers: not worth a trace each
+    return [aio_server_interceptor(filter_=filters.negate(filters.health_check()))]
 
 
 def client_interceptors(settings: ServerSettings) -> list:
     if settings.tracing.lower() == "off":
         return []
     configure_tracing(settings)
-    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors, filters
 
-    return list(aio_client_interceptors())
+    return list(aio_client_interceptors(filter_=filters.negate(filters.health_check())))
 
 
 def span(name: str, **attributes):

@@ -1,0 +1,174 @@
+"""The whole stack as separate processes on the shipped models, with Envoy in front.
+
+Starts detector, recognizer, orchestrator and Envoy exactly as `handwriting serve` does, then
+OCRs the sample page through the public API over gRPC and over REST.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from PIL import Image
+
+from handwriting import OcrClient, OcrError
+from handwriting.stack import LocalStack, StackConfig
+from tests.conftest import REPO_ROOT, free_port, png_bytes
+from training.metrics import error_rates
+
+pytestmark = pytest.mark.slow
+TRUTH = (REPO_ROOT / "samples" / "page.txt").read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    config = StackConfig(
+        orchestrator_port=free_port(),
+        detector_port=free_port(),
+        recognizer_port=free_port(),
+        envoy_port=free_port(),
+        envoy_admin_port=free_port(),
+        log_dir=tmp_path_factory.mktemp("stack-logs"),
+    )
+    local = LocalStack(config)
+    local.start()
+    yield local
+    local.stop()
+
+
+def grpc_address(stack) -> str:
+    return f"127.0.0.1:{stack.config.orchestrator_port}"
+
+
+def rest(stack, path: str, body: dict | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.config.envoy_port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"content-type": "application/json"},
+        method="POST" if body is not None else "GET",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def test_reflection_and_health_of_the_three_services(stack):
+    expected = {
+        stack.config.orchestrator_port: "handwriting.v1.OcrService",
+        stack.config.detector_port: "handwriting.v1.DetectorService",
+        stack.config.recognizer_port: "handwriting.v1.RecognizerService",
+    }
+    for port, service in expected.items():
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            response = next(reflection.ServerReflectionInfo(iter([request])))
+            names = {s.name for s in response.list_services_response.service}
+            assert {service, "grpc.health.v1.Health"} <= names
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service))
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_sample_page_is_read_through_grpc(stack, sample_page):
+    with OcrClient(grpc_address(stack)) as client:
+        response = client.process_page(sample_page)
+    page = response.page
+    truth_words = TRUTH.split()
+    words = [word for line in page.lines for word in line.words]
+    assert abs(len(words) - len(truth_words)) <= 0.5 * len(truth_words)
+    assert abs(len(page.lines) - len(TRUTH.splitlines())) <= 2
+    cer, _ = error_rates([TRUTH], [page.text])
+    assert cer < 0.6, page.text
+    for word in words:
+        xs = [v.x for v in word.bounding_poly.vertices]
+        assert 0 <= min(xs) < max(xs) <= page.width and 0 <= word.confidence <= 1
+        assert 0 <= word.bounding_poly.normalized_vertices[2].x <= 1
+
+
+def test_bad_inputs_are_invalid_argument_and_the_stack_keeps_serving(stack, sample_page):
+    truncated = sample_page.read_bytes()[:2000]
+    huge = png_bytes(Image.new("L", (9000, 9000), 255))
+    with OcrClient(grpc_address(stack)) as client:
+        for content, reason in (
+            (b"", "EMPTY_IMAGE"),
+            (b"<html>not an image</html>", "UNSUPPORTED_IMAGE"),
+            (truncated, "CORRUPT_IMAGE"),
+            (huge, "TOO_MANY_PIXELS"),
+        ):
+            with pytest.raises(OcrError) as caught:
+                client.process_page(content)
+            assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert caught.value.reason == reason and caught.value.violations[0][0] == "image.content"
+        assert client.process_page(sample_page).page.lines
+
+
+def test_cli_prints_json(stack, sample_page):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "handwriting.cli",
+            "ocr",
+            "--format",
+            "json",
+            "--address",
+            grpc_address(stack),
+            str(sample_page),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    page = json.loads(result.stdout)["page"]
+    assert page["lines"] and page["lines"][0]["words"][0]["boundingPoly"]["vertices"]
+
+
+def test_rest_round_trip_through_envoy(stack, sample_page):
+    body = {"image": {"content": base64.b64encode(sample_page.read_bytes()).decode()}}
+    status, payload = rest(stack, "/v1/pages:process", body)
+    assert status == 200
+    assert payload["page"]["width"] == 1000 and payload["page"]["lines"]
+    assert payload["page"]["lines"][0]["words"][0]["text"] == payload["page"]["text"].split()[0]
+
+
+def test_grpc_through_envoy(stack, sample_page):
+    with OcrClient(f"127.0.0.1:{stack.config.envoy_port}") as client:
+        assert client.process_page(sample_page).page.lines
+
+
+def test_rest_invalid_image_is_400_with_detail(stack):
+    status, payload = rest(stack, "/v1/pages:process", {"image": {"content": base64.b64encode(b"nope").decode()}})
+    assert status == 400
+    assert payload["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    violation = next(d for d in payload["details"] if d["@type"].endswith("BadRequest"))["fieldViolations"][0]
+    assert violation["field"] == "image.content"
+
+
+def test_unknown_path_is_404(stack):
+    assert rest(stack, "/v1/nothing:here", {}) == (404, {"status": 404, "message": "no such path"})
+    assert rest(stack, "/admin")[0] == 404
+
+
+def test_stopped_orchestrator_gives_503(stack, sample_page):
+    """Last on purpose: it stops the orchestrator."""
+    orchestrator = stack.processes["orchestrator"]
+    orchestrator.send_signal(signal.SIGTERM)
+    orchestrator.wait(30)
+    body = {"image": {"content": base64.b64encode(sample_page.read_bytes()).decode()}}
+    status, payload = rest(stack, "/v1/pages:process", body)
+    assert status == 503 and payload["status"] == 503
