@@ -56,14 +56,19 @@ class OtlpCollector(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
     def wait_for(self, services: set[str], timeout: float = 20.0, server_spans: bool = False) -> list[ReceivedSpan]:
-        """Wait until every service in `services` sent a span (with `server_spans`: a handwriting RPC span)."""
+        """Wait until every service in `services` sent a span.
+
+        With `server_spans`, wait for the server span of a handwriting RPC, which ends last.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
                 seen = {
                     s.service
                     for s in self.spans
-                    if not server_spans or s.service == "envoy" or s.name.startswith("/handwriting.v1.")
+                    if not server_spans
+                    or s.service == "envoy"
+                    or (s.kind == 2 and s.name.startswith("/handwriting.v1."))
                 }
                 if services <= seen:
                     time.sleep(0.5)  # let the last batches land

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from services.common.crops import crop_word
 from training.synth.fonts import EVAL_FAMILIES, ensure_fonts, training_families
-from training.synth.render import render_page
+from training.synth.render import PageSample, render_page
 from training.synth.text import TextSampler, evaluation_vocabulary, training_vocabulary
 
 DETECTOR_MAX_SIDE = 640
@@ -44,18 +44,21 @@ def _yolo_line(class_id: int, box, width: int, height: int) -> str:
     )
 
 
-def _make_page(job: tuple[str, int, int, Path]) -> list[str]:
-    split, seed, index, out = job
-    rng = random.Random(seed * 1_000_003 + index)
-    sampler = TextSampler(_worker_state["vocabulary"], rng)
-    page = render_page(sampler, _worker_state["fonts"], rng)
-    name = f"{split}_{index:06d}"
-    width, height = page.image.size
+def make_split_folders(out: Path, split: str) -> None:
+    for folder in (f"detector/images/{split}", f"detector/labels/{split}", f"recognizer/{split}", f"pages/{split}"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
 
+
+def write_sample(out: Path, split: str, name: str, page: PageSample, keep_page: bool) -> list[str]:
+    """Write one page to both datasets; returns the recognizer's `crop<TAB>text` rows.
+
+    Shared by the synthetic generator and the IAM preparation, so both give the same datasets.
+    """
+    width, height = page.image.size
     labels = [_yolo_line(0, w.box, width, height) for w in page.words]
     labels += [_yolo_line(1, box, width, height) for box, _ in page.line_boxes()]
-    scale = DETECTOR_MAX_SIDE / max(width, height)
-    small = page.image.resize((round(width * scale), round(height * scale)), resample=3)
+    scale = min(1.0, DETECTOR_MAX_SIDE / max(width, height))
+    small = page.image.convert("RGB").resize((round(width * scale), round(height * scale)), resample=3)
     small.save(out / "detector" / "images" / split / f"{name}.jpg", quality=92)
     (out / "detector" / "labels" / split / f"{name}.txt").write_text("\n".join(labels) + "\n")
 
@@ -66,7 +69,7 @@ def _make_page(job: tuple[str, int, int, Path]) -> list[str]:
         crop_name = f"{name}_{word_index:03d}.png"
         crop.save(out / "recognizer" / split / crop_name)
         rows.append(f"{crop_name}\t{word.text}")
-    if index < 20:  # a few full pages with ground truth for end-to-end evaluation
+    if keep_page:  # full pages with ground truth, for end-to-end evaluation
         page.image.save(out / "pages" / split / f"{name}.png")
         truth = {
             "words": [{"text": w.text, "box": list(w.box)} for w in page.words],
@@ -76,9 +79,16 @@ def _make_page(job: tuple[str, int, int, Path]) -> list[str]:
     return rows
 
 
+def _make_page(job: tuple[str, int, int, Path]) -> list[str]:
+    split, seed, index, out = job
+    rng = random.Random(seed * 1_000_003 + index)
+    sampler = TextSampler(_worker_state["vocabulary"], rng)
+    page = render_page(sampler, _worker_state["fonts"], rng)
+    return write_sample(out, split, f"{split}_{index:06d}", page, keep_page=index < 20)
+
+
 def make_split(out: Path, split: str, pages: int, seed: int, workers: int) -> None:
-    for folder in (f"detector/images/{split}", f"detector/labels/{split}", f"recognizer/{split}", f"pages/{split}"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
+    make_split_folders(out, split)
     jobs = [(split, seed, index, out) for index in range(pages)]
     rows: list[str] = []
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(split,)) as pool:

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from services.recognizer import compact_trocr
-from services.recognizer.model import Recognizer, load_checkpoint
+from services.recognizer.model import LoadedCheckpoint, Recognizer, load_checkpoint
 from training.metrics import error_rates
 
 
@@ -98,7 +98,6 @@ def main(argv: list[str] | None = None) -> None:
     state = {"recipe": [], "history": [], "steps": 0, "seconds": 0.0, "best_cer": math.inf}
     if args.init_from:
         checkpoint = load_checkpoint(args.init_from, args.device)
-        model, tokenizer, preprocess = checkpoint.model, checkpoint.tokenizer, checkpoint.preprocess
         previous = args.init_from / "training_state.json"
         if previous.exists():
             state.update(json.loads(previous.read_text()))
@@ -111,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         def preprocess(crops):
             return compact_trocr.prepare_pixels(crops, encoder_config.image_height, encoder_config.image_width)
 
+        checkpoint = LoadedCheckpoint(model, tokenizer, preprocess)
+    model, tokenizer, preprocess = checkpoint.model, checkpoint.tokenizer, checkpoint.preprocess
     model.to(args.device).train()
     decoder_start = model.config.decoder_start_token_id
     eos = model.generation_config.eos_token_id
@@ -152,8 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     def save_if_best() -> None:
         model.eval()
         tmp = args.out / "last"
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        checkpoint.save(tmp)
         metrics = evaluate(tmp, val_rows)
         model.train()
         entry = {"step": state["steps"] + step, "minutes": round((time.perf_counter() - started) / 60, 1), **metrics}
@@ -161,8 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(entry), flush=True)
         if metrics["cer"] < state["best_cer"]:
             state["best_cer"] = metrics["cer"]
-            model.save_pretrained(args.out)
-            tokenizer.save_pretrained(args.out)
+            checkpoint.save(args.out)
         (args.out / "training_state.json").write_text(json.dumps({**state, "steps_this_run": step}, indent=1))
 
     while step < args.max_steps and time.perf_counter() - started < budget:

@@ -46,7 +46,8 @@ def load(cls: type, environ: typing.Mapping[str, str] | None = None):
             values[field.name] = _convert(environ[variable], hints[field.name], variable)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise SettingsError(f"{variable} is required ({cls.__name__}.{field.name})")
-    return cls(**values)
+    loaded = cls(**values)
+    return loaded.validate() if hasattr(loaded, "validate") else loaded
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,14 @@ class ServerSettings:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def validate(self) -> ServerSettings:
+        """Cross-field checks, run by `load`."""
+        if self.tracing.lower() not in ("off", "w3c", "xray"):
+            raise SettingsError(f"HW_TRACING must be off, w3c or xray, not {self.tracing!r}")
+        if not 0 <= self.port < 65536:
+            raise SettingsError(f"HW_PORT={self.port} is not a port")
+        return self
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,13 @@ class LoadedCheckpoint:
     model: VisionEncoderDecoderModel
     tokenizer: object
     preprocess: Callable[[list[Image.Image]], torch.Tensor]
+    image_processor: object | None = None  # a stock checkpoint's processor; saved with fine-tuned copies
+
+    def save(self, directory: str | Path) -> None:
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        if self.image_processor is not None:
+            self.image_processor.save_pretrained(directory)
 
 
 def load_checkpoint(model_dir: str | Path, device: str = "cpu") -> LoadedCheckpoint:
@@ -55,6 +62,7 @@ def load_checkpoint(model_dir: str | Path, device: str = "cpu") -> LoadedCheckpo
         def preprocess(crops: list[Image.Image]) -> torch.Tensor:
             return compact_trocr.prepare_pixels(crops, height, width)
 
+        image_processor = None
     else:  # a stock TrOCR: its own image processor (resize to 384x384, normalise)
         image_processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
 
@@ -62,7 +70,7 @@ def load_checkpoint(model_dir: str | Path, device: str = "cpu") -> LoadedCheckpo
             rgb = [crop.convert("RGB") for crop in crops]
             return image_processor(images=rgb, return_tensors="pt").pixel_values
 
-    return LoadedCheckpoint(model, tokenizer, preprocess)
+    return LoadedCheckpoint(model, tokenizer, preprocess, image_processor)
 
 
 class Recognizer:
@@ -106,8 +114,7 @@ class Recognizer:
             max_new_tokens=self.max_new_tokens,
             output_scores=True,
             return_dict_in_generate=True,
-            length_penalty=1.0,
-            early_stopping=True,
+            **({"length_penalty": 1.0, "early_stopping": True} if self.beam_size > 1 else {}),
         )
         texts = self.tokenizer.batch_decode(output.sequences, skip_special_tokens=True)
         beam = self.beam_size > 1

@@ -1,0 +1,85 @@
+"""Recognizer: any TrOCR checkpoint from a local dir, batching, confidence, beam search."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from transformers import VisionEncoderDecoderModel
+
+from services.recognizer import compact_trocr
+from services.recognizer.model import Recognizer, load_checkpoint
+
+
+def crops(count: int) -> list[Image.Image]:
+    return [Image.new("L", (30 + 7 * i, 18 + i % 5), 255 - 20 * i) for i in range(count)]
+
+
+def test_char_tokenizer_round_trips_text():
+    tokenizer = compact_trocr.build_char_tokenizer()
+    text = 'Hello, World! 12/05/2026 "quoted" (x) 99%'
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    assert len(ids) == len(text) and tokenizer.unk_token_id not in ids
+    assert tokenizer.decode(ids) == text
+
+
+def test_compact_model_saves_and_loads_as_a_vision_encoder_decoder(tiny_recognizer_dir):
+    model = VisionEncoderDecoderModel.from_pretrained(tiny_recognizer_dir)
+    assert model.config.encoder.model_type == compact_trocr.MODEL_TYPE
+    pixels = compact_trocr.prepare_pixels(crops(2), 32, 64)
+    assert pixels.shape == (2, 1, 32, 64) and float(pixels.min()) >= 0.0 and float(pixels.max()) <= 1.0
+
+
+def test_prepare_pixels_keeps_aspect_and_pads_with_paper():
+    wide_ink = Image.new("L", (20, 10), 0)  # all ink, aspect 2:1
+    pixels = compact_trocr.prepare_pixels([wide_ink], 32, 128)[0, 0]
+    assert float(pixels[:, :64].mean()) > 0.9  # the crop, scaled to 64x32, is ink
+    assert float(pixels[:, 70:].max()) == 0.0  # the rest is paper
+
+
+@pytest.mark.parametrize("fixture", ["tiny_recognizer_dir", "tiny_stock_trocr_dir"])
+def test_predicts_one_result_per_crop_in_order(fixture, request):
+    recognizer = Recognizer(request.getfixturevalue(fixture), batch_size=3, max_new_tokens=5)
+    results = recognizer.predict(crops(7))
+    assert len(results) == 7
+    assert all(0.0 <= r.confidence <= 1.0 and len(r.text) <= 5 for r in results)
+    # batching must not change results: one by one gives the same texts
+    assert [recognizer.predict([c])[0].text for c in crops(7)] == [r.text for r in results]
+    assert recognizer.predict([]) == []
+
+
+def test_greedy_confidence_is_the_geometric_mean_of_token_probabilities(tiny_recognizer_dir):
+    recognizer = Recognizer(tiny_recognizer_dir, max_new_tokens=4)
+    crop = crops(1)
+    result = recognizer.predict(crop)[0]
+    # recompute by teacher-forcing the emitted text through the model
+    model, tokenizer = recognizer.model, recognizer.tokenizer
+    ids = tokenizer(result.text, add_special_tokens=False).input_ids
+    output = model.generate(recognizer.preprocess(crop), max_new_tokens=4, return_dict_in_generate=True)
+    generated = output.sequences[0, 1:].tolist()
+    eos = model.generation_config.eos_token_id
+    emitted = generated[: generated.index(eos) + 1] if eos in generated else generated
+    assert [t for t in emitted if t != eos][: len(ids)] == ids[: len(emitted)]
+    with torch.inference_mode():
+        decoder_input = torch.tensor([[model.config.decoder_start_token_id] + emitted[:-1]])
+        logits = model(pixel_values=recognizer.preprocess(crop), decoder_input_ids=decoder_input).logits
+        log_probs = logits.log_softmax(-1)[0, torch.arange(len(emitted)), torch.tensor(emitted)]
+    assert result.confidence == pytest.approx(float(log_probs.mean().exp()), rel=1e-3)
+
+
+def test_beam_search_setting(tiny_recognizer_dir):
+    results = Recognizer(tiny_recognizer_dir, beam_size=3, max_new_tokens=4).predict(crops(2))
+    assert len(results) == 2 and all(0.0 <= r.confidence <= 1.0 for r in results)
+    with pytest.raises(ValueError):
+        Recognizer(tiny_recognizer_dir, beam_size=0)
+
+
+def test_stock_trocr_uses_its_own_image_processor(tiny_stock_trocr_dir):
+    checkpoint = load_checkpoint(tiny_stock_trocr_dir)
+    pixels = checkpoint.preprocess(crops(2))
+    assert pixels.shape == (2, 3, 32, 32)  # ViT processor: RGB, resized to its size
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        Recognizer(tmp_path)

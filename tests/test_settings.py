@@ -1,0 +1,34 @@
+"""Settings come from HW_* variables into frozen objects; bad or missing values stop start-up."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from services.common import settings
+from services.common.settings import OrchestratorSettings, RecognizerSettings, SettingsError
+
+
+def test_reads_typed_values_from_the_environment():
+    loaded = settings.load(RecognizerSettings, {"HW_PORT": "6000", "HW_BEAM_SIZE": "4", "HW_DEVICE": "cuda"})
+    assert (loaded.port, loaded.beam_size, loaded.device) == (6000, 4, "cuda")
+    assert loaded.max_image_pixels == 40_000_000  # default kept
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded.port = 1
+
+
+def test_bad_values_name_the_variable():
+    with pytest.raises(SettingsError, match="HW_PORT='eighty'"):
+        settings.load(OrchestratorSettings, {"HW_PORT": "eighty"})
+    with pytest.raises(SettingsError, match="HW_TRACING"):
+        settings.load(OrchestratorSettings, {"HW_TRACING": "yes"})
+
+
+def test_required_fields_fail_with_a_clear_message():
+    @dataclasses.dataclass(frozen=True)
+    class Needs:
+        detector_address: str
+
+    with pytest.raises(SettingsError, match="HW_DETECTOR_ADDRESS is required"):
+        settings.load(Needs, {})

@@ -1,0 +1,189 @@
+"""Training pipeline on tiny data: synthetic pages, IAM preparation, recognizer and detector training."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from services.orchestrator.layout import group_into_lines
+from services.recognizer.model import Recognizer
+from training import make_data, prepare_iam, train_detector, train_recognizer
+from training.metrics import error_rates, match_boxes
+from training.synth.fonts import EVAL_FAMILIES, ensure_fonts, training_families
+from training.synth.render import render_page
+from training.synth.text import TextSampler, evaluation_vocabulary, training_vocabulary
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    make_data.main(["--out", str(out), "--train-pages", "3", "--val-pages", "2", "--workers", "1"])
+    return out
+
+
+def test_training_fonts_never_include_evaluation_families():
+    assert not set(training_families()) & set(EVAL_FAMILIES)
+    assert len(training_families()) >= 20
+
+
+def test_synthetic_data_is_deterministic_and_consistent(synth, tmp_path):
+    rows = (synth / "recognizer" / "train" / "labels.tsv").read_text().splitlines()
+    assert len(rows) > 100
+    name, text = rows[0].split("\t")
+    assert (synth / "recognizer" / "train" / name).exists() and text
+    labels = (synth / "detector" / "labels" / "train" / "train_000000.txt").read_text().splitlines()
+    classes = {line.split()[0] for line in labels}
+    assert classes == {"0", "1"}
+    for line in labels:
+        values = [float(v) for v in line.split()[1:]]
+        assert all(0.0 <= v <= 1.0 for v in values)
+    words_on_page = sum(1 for line in labels if line.startswith("0 "))
+    assert words_on_page == sum(1 for row in rows if row.startswith("train_000000_"))
+    again = tmp_path / "again"
+    make_data.main(["--out", str(again), "--train-pages", "1", "--val-pages", "1", "--workers", "1"])
+    assert (again / "detector/labels/train/train_000000.txt").read_text() == "\n".join(labels) + "\n"
+
+
+def test_layout_recovers_the_lines_of_rendered_pages():
+    fonts = ensure_fonts(list(EVAL_FAMILIES[:3]))
+    rng = random.Random(5)
+    for _ in range(4):
+        page = render_page(TextSampler(evaluation_vocabulary(), rng), fonts, rng)
+        boxes = [w.box for w in page.words]
+        assert group_into_lines(boxes) == page.lines
+
+
+def test_corpus_is_large_and_varied():
+    vocabulary = training_vocabulary()
+    assert len(vocabulary) > 10000
+    words = TextSampler(vocabulary, random.Random(0)).words(2000)
+    assert any(w[0].isupper() for w in words) and any(c.isdigit() for w in words for c in w)
+    assert any(w[-1] in ",.;:!?" for w in words)
+    assert not set(words) <= set(evaluation_vocabulary())
+
+
+TINY_CONFIG = {
+    "encoder": {
+        "image_height": 32,
+        "image_width": 64,
+        "conv_channels": [8, 8, 16, 16, 32],
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
+    "decoder": {"d_model": 32, "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 64},
+    "batch_size": 4,
+    "learning_rate": 0.001,
+    "warmup_steps": 2,
+    "ctc_weight": 0.3,
+    "max_length": 24,
+    "eval_every": 1000,
+    "eval_samples": 8,
+}
+
+
+def test_recognizer_trains_resumes_and_fine_tunes(synth, tmp_path, tiny_stock_trocr_dir):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    first = tmp_path / "first"
+    common = ["--data", str(synth / "recognizer"), "--config", str(config), "--threads", "1"]
+    train_recognizer.main([*common, "--out", str(first), "--max-steps", "3"])
+    state = json.loads((first / "training_state.json").read_text())
+    assert state["steps"] == 3 and state["history"][-1]["crops"] == 8
+    assert len(Recognizer(first, max_new_tokens=4).predict([Image.new("L", (40, 20), 255)])) == 1
+
+    resumed = tmp_path / "resumed"
+    train_recognizer.main([*common, "--out", str(resumed), "--max-steps", "2", "--init-from", str(first)])
+    state = json.loads((resumed / "training_state.json").read_text())
+    assert state["steps"] == 5 and len(state["recipe"]) == 2
+
+    finetuned = tmp_path / "finetuned"
+    train_recognizer.main(
+        [*common, "--out", str(finetuned), "--max-steps", "2", "--init-from", str(tiny_stock_trocr_dir)]
+    )
+    assert Recognizer(finetuned, max_new_tokens=4).model.config.encoder.model_type == "vit"
+
+
+def test_label_ids_drop_the_start_token_and_end_with_eos():
+    from services.recognizer.compact_trocr import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    labels = train_recognizer.label_ids(tokenizer, ["ab", "c"], tokenizer.bos_token_id, tokenizer.eos_token_id, 8)
+    assert labels.tolist() == [
+        [tokenizer.convert_tokens_to_ids("a"), tokenizer.convert_tokens_to_ids("b"), tokenizer.eos_token_id],
+        [tokenizer.convert_tokens_to_ids("c"), tokenizer.eos_token_id, -100],
+    ]
+
+
+def test_detector_trains_evaluates_and_exports(synth, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("model: yolov8n.yaml\nimgsz: 128\nbatch: 2\nepochs: 1\ndevice: cpu\nworkers: 0\n")
+    out = tmp_path / "detector"
+    train_detector.main(["--data", str(synth / "detector" / "data.yaml"), "--config", str(config), "--out", str(out)])
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report["validation"]["per_class"]) == {"word", "line"}
+    assert 0.0 <= report["validation"]["mAP50"] <= 1.0
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(out / "detector.onnx"))
+    assert session.get_inputs()[0].shape[2:] == [128, 128]
+
+
+def test_metrics():
+    assert error_rates(["hello world"], ["hello world"]) == (0.0, 0.0)
+    cer, wer = error_rates(["abcd ef"], ["abxd ef"])
+    assert cer == pytest.approx(1 / 7) and wer == pytest.approx(1 / 2)
+    assert match_boxes([(0, 0, 10, 10), (20, 0, 30, 10)], [(1, 1, 10, 10), (50, 50, 60, 60)]) == 1
+
+
+def make_iam_fixture(root: Path) -> None:
+    """Two forms in IAM's layout: forms/<id>.png and xml/<id>.xml with word components."""
+    (root / "forms").mkdir(parents=True)
+    (root / "xml").mkdir()
+    (root / "splits").mkdir()
+    for form_id, writer, words in (("a01-000u", "000", ["A", "MOVE", "to"]), ("b02-010", "111", ["stop", "Mr."])):
+        image = Image.new("L", (600, 500), 255)
+        draw = ImageDraw.Draw(image)
+        parts = []
+        for i, text in enumerate(words):
+            x, y = 60 + i * 150, 300
+            draw.text((x, y), text, fill=0)
+            parts.append(
+                f'<word id="{form_id}-00-{i:02d}" tag="NN" text="{text.replace(".", "&#46;")}">'
+                f'<cmp x="{x}" y="{y}" width="40" height="14"/><cmp x="{x + 40}" y="{y + 2}" width="20" height="16"/>'
+                "</word>"
+            )
+        image.save(root / "forms" / f"{form_id}.png")
+        line_text = " ".join(words)
+        (root / "xml" / f"{form_id}.xml").write_text(
+            f'<?xml version="1.0" encoding="ISO-8859-1"?><form id="{form_id}" writer-id="{writer}">'
+            f'<machine-printed-part/><handwritten-part><line id="{form_id}-00" text="{line_text}">'
+            + "".join(parts)
+            + "</line></handwritten-part></form>"
+        )
+    (root / "splits" / "trainset.txt").write_text("a01-000u-00\n")
+    (root / "splits" / "validationset1.txt").write_text("b02-010-00\n")
+
+
+def test_iam_preparation_with_standard_splits(tmp_path):
+    make_iam_fixture(tmp_path / "iam")
+    out = tmp_path / "out"
+    prepare_iam.main(["--iam", str(tmp_path / "iam"), "--out", str(out), "--splits", str(tmp_path / "iam" / "splits")])
+    train_rows = (out / "recognizer" / "train" / "labels.tsv").read_text().split("\n")
+    assert [row.split("\t")[1] for row in train_rows if row] == ["A", "MOVE", "to"]
+    val_rows = (out / "recognizer" / "val" / "labels.tsv").read_text().split("\n")
+    assert [row.split("\t")[1] for row in val_rows if row] == ["stop", "Mr."]
+    labels = (out / "detector" / "labels" / "train" / "a01-000u.txt").read_text().splitlines()
+    assert sum(line.startswith("0 ") for line in labels) == 3 and sum(line.startswith("1 ") for line in labels) == 1
+    crop = Image.open(out / "recognizer" / "train" / train_rows[1].split("\t")[0])
+    assert crop.height == make_data.CROP_HEIGHT
+    # the page was cropped to the handwriting: word boxes are relative to the crop, 40 px margin
+    page = json.loads((out / "pages" / "train" / "a01-000u.json").read_text())
+    assert page["words"][0]["box"][:2] == [40, 40]
