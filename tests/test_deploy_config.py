@@ -1,0 +1,116 @@
+"""Containers, compose files and Envoy's config, checked offline (no Docker engine here)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deploy.envoy import config as envoy_config
+from tests.conftest import REPO_ROOT
+
+BIN = Path(sys.executable).parent
+DOCKERFILES = {
+    "detector": REPO_ROOT / "services/detector/Dockerfile",
+    "recognizer": REPO_ROOT / "services/recognizer/Dockerfile",
+    "orchestrator": REPO_ROOT / "services/orchestrator/Dockerfile",
+    "envoy": REPO_ROOT / "deploy/envoy/Dockerfile",
+}
+
+
+def tool(name: str) -> str:
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    assert found, f"{name} is installed by the dev extra"
+    return found
+
+
+def compose_config(*files: str) -> dict:
+    command = [tool("docker-compose")]
+    for file in files:
+        command += ["-f", str(REPO_ROOT / file)]
+    result = subprocess.run([*command, "config", "--format", "json"], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_compose_runs_the_five_parts_with_gpus_for_the_models():
+    services = compose_config("docker-compose.yml")["services"]
+    assert set(services) == {"envoy", "orchestrator", "detector", "recognizer", "otel-collector"}
+    for name in ("detector", "recognizer"):
+        devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["capabilities"] == ["gpu"] and services[name]["environment"]["HW_DEVICE"] == "cuda"
+    assert services["orchestrator"]["environment"]["HW_DETECTOR_ADDRESS"] == "detector:50052"
+    assert services["envoy"]["ports"][0]["published"] == "8080"
+    assert "deploy" not in services["orchestrator"]
+
+
+def test_cpu_override_drops_the_gpu_reservations():
+    services = compose_config("docker-compose.yml", "docker-compose.cpu.yml")["services"]
+    for name in ("detector", "recognizer"):
+        assert not services[name].get("deploy")
+        assert services[name]["environment"]["HW_DEVICE"] == "cpu"
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_dockerfiles_lint_clean_and_run_as_non_root_with_a_health_check(name):
+    path = DOCKERFILES[name]
+    result = subprocess.run(
+        [tool("hadolint"), "--config", str(REPO_ROOT / ".hadolint.yaml"), str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = path.read_text()
+    user = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
+    assert user and user[-1] not in ("root", "0")
+    assert "HEALTHCHECK" in text
+    if name != "envoy":  # multi-stage: build tools stay in the build stage
+        assert text.count("\nFROM ") >= 1 and " AS build" in text
+        runtime = text.split("\nFROM ")[-1]
+        assert "pip install" not in runtime and "-venv" not in runtime
+
+
+def test_model_images_use_a_cuda_base_and_the_orchestrator_a_slim_one():
+    for name in ("detector", "recognizer"):
+        assert "nvidia/cuda:" in DOCKERFILES[name].read_text()
+        assert "MODEL_SOURCE" in DOCKERFILES[name].read_text()
+    assert "python:3.11-slim" in DOCKERFILES["orchestrator"].read_text()
+
+
+def test_committed_envoy_config_is_current_and_valid(tmp_path):
+    assert envoy_config.main(["--check"]) == 0
+    # validate the committed file itself, with the descriptor path it will have in the image
+    committed = yaml.safe_load((REPO_ROOT / "deploy/envoy/envoy.yaml").read_text())
+    text = json.dumps(committed).replace("/etc/envoy/handwriting.pb", str(envoy_config.DESCRIPTOR))
+    text = text.replace('"otel-collector"', '"127.0.0.1"')  # STRICT_DNS names must resolve to validate
+    path = tmp_path / "envoy.json"
+    path.write_text(text)
+    envoy_config.validate(path)
+
+
+@pytest.mark.parametrize("tracing", ["off", "w3c", "xray"])
+def test_generated_envoy_configs_validate(tmp_path, tracing):
+    config = envoy_config.build(8080, 9901, "127.0.0.1:50051", envoy_config.DESCRIPTOR, tracing, "127.0.0.1:4317")
+    path = tmp_path / "envoy.yaml"
+    path.write_text(envoy_config.render(config))
+    envoy_config.validate(path)
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    assert ("tracing" in manager) == (tracing != "off")
+    transcoder = next(f for f in manager["http_filters"] if f["name"].endswith("grpc_json_transcoder"))
+    assert transcoder["typed_config"]["convert_grpc_status"] is True
+
+
+def test_envoy_validation_rejects_a_broken_config(tmp_path):
+    config = envoy_config.build(descriptor=envoy_config.DESCRIPTOR, upstream="127.0.0.1:1")
+    config["static_resources"]["clusters"][0]["lb_policy"] = "NOT_A_POLICY"
+    path = tmp_path / "broken.yaml"
+    path.write_text(envoy_config.render(config))
+    with pytest.raises(subprocess.CalledProcessError):
+        envoy_config.validate(path)
