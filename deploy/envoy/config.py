@@ -1,7 +1,7 @@
 """Envoy's configuration, generated from one function so local runs, compose and ECS stay alike.
 
-    python -m deploy.envoy.config                # rewrite deploy/envoy/envoy.yaml (compose/ECS)
-    python -m deploy.envoy.config --check        # fail if envoy.yaml is stale (CI)
+    python -m deploy.envoy.config                # rewrite envoy.yaml (compose) and envoy-ecs.yaml (ECS)
+    python -m deploy.envoy.config --check        # fail if either is stale (CI)
 
 One listener serves gRPC and REST: the grpc_json_transcoder turns `POST /v1/pages:process` with a
 JSON body into the OcrService call (descriptor set from scripts/gen_protos.sh) and maps gRPC errors
@@ -23,6 +23,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 DESCRIPTOR = HERE / "handwriting.pb"
 COMPOSE_CONFIG = HERE / "envoy.yaml"
+ECS_CONFIG = HERE / "envoy-ecs.yaml"
 PUBLIC_SERVICES = ["handwriting.v1.OcrService"]
 GRPC_PREFIXES = ["/handwriting.v1.OcrService/", "/grpc.health.v1.Health/", "/grpc.reflection."]
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
@@ -109,6 +110,10 @@ def build(
     tracing_config, tracing_clusters = _tracing(tracing, collector_address)
     route_action = {"cluster": "orchestrator", "timeout": f"{request_timeout_s}s"}
     routes = [{"match": {"prefix": prefix}, "route": route_action} for prefix in GRPC_PREFIXES]
+    # liveness of Envoy itself for load balancers that speak plain HTTP (the ALB's REST target group)
+    routes.insert(
+        0, {"match": {"path": "/healthz"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}
+    )
     routes.append(
         {
             "match": {"prefix": "/"},
@@ -240,19 +245,36 @@ def start_envoy(
     raise TimeoutError(f"envoy not ready after {timeout} s; see {workdir / 'envoy.log'}")
 
 
+def committed_configs() -> dict[Path, str]:
+    """The configs baked into the Envoy image (descriptor at /etc/envoy/handwriting.pb).
+
+    compose: upstream `orchestrator:50051`, W3C traces to the OTel collector.
+    ECS: orchestrator in the same task (localhost), X-Ray segments to the ADOT sidecar on UDP 2000.
+    """
+    descriptor = "/etc/envoy/handwriting.pb"
+    return {
+        COMPOSE_CONFIG: render(build(descriptor=descriptor, tracing="w3c", collector="otel-collector:4317")),
+        ECS_CONFIG: render(
+            build(descriptor=descriptor, upstream="127.0.0.1:50051", tracing="xray", collector="127.0.0.1:2000")
+        ),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="fail if envoy.yaml differs from what is generated")
+    parser.add_argument("--check", action="store_true", help="fail if the committed configs differ from generated")
     args = parser.parse_args(argv)
-    # compose/ECS: the descriptor is baked into the envoy image at /etc/envoy/handwriting.pb
-    text = render(build(descriptor="/etc/envoy/handwriting.pb", tracing="w3c", collector="otel-collector:4317"))
-    if args.check:
-        if not COMPOSE_CONFIG.exists() or COMPOSE_CONFIG.read_text() != text:
-            print(f"{COMPOSE_CONFIG} is stale: run python -m deploy.envoy.config", file=sys.stderr)
-            return 1
-        return 0
-    COMPOSE_CONFIG.write_text(text)
-    print(f"wrote {COMPOSE_CONFIG}")
+    stale = []
+    for path, text in committed_configs().items():
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(path)
+        else:
+            path.write_text(text)
+            print(f"wrote {path}")
+    if stale:
+        print(f"stale: {', '.join(map(str, stale))}: run python -m deploy.envoy.config", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,183 @@
+"""Monthly AWS cost of the stack from expected traffic, and the throughput each setup serves.
+
+    python -m deploy.aws.cost --requests-per-day 5000 --pages-per-request 2
+    python -m deploy.aws.cost --preset single        # one g4dn.xlarge for both model stages, 24/7
+    python -m deploy.aws.cost --preset autoscaled    # 1-3 instances per stage, auto-scaled
+
+Prices (with their date) are in deploy/aws/prices.json. Model instances per hour follow the
+traffic: a day has `busy_hours` at `peak_factor` times the quiet rate; each stage runs enough
+instances to keep them under `target_utilization`, within its min/max. Per-page seconds come from
+prices.json (CPU: measured by training/benchmark.py; GPU: an estimate until measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+PRICES = Path(__file__).resolve().parent / "prices.json"
+
+
+@dataclass(frozen=True)
+class Traffic:
+    requests_per_day: float = 5000
+    pages_per_request: float = 1.0
+    busy_hours: float = 10
+    peak_factor: float = 3.0  # busy-hour rate / quiet-hour rate
+
+
+@dataclass(frozen=True)
+class Setup:
+    instance_type: str = "g4dn.xlarge"
+    spot: bool = False
+    shared_gpu: bool = False  # both model stages on the same instance(s)
+    detector_min: int = 1
+    detector_max: int = 3
+    recognizer_min: int = 1
+    recognizer_max: int = 3
+    frontend_tasks: int = 1
+    target_utilization: float = 0.6
+    per_page: str = "gpu_t4_estimate"
+
+
+# The planning setups. Both put the two model stages on the same instances (template parameter
+# ShareOneGpu=true); with ShareOneGpu=false each stage has its own GPUs, at least two instances.
+PRESETS = {
+    # one g4dn.xlarge 24/7 for a light load
+    "single": (Setup(shared_gpu=True, detector_max=1, recognizer_max=1), Traffic(5000, 1.0)),
+    # 1-3 instances following a working day: 2 in the busy hours, 1 at night
+    "autoscaled": (Setup(shared_gpu=True), Traffic(120000, 3.0)),
+}
+
+
+def hourly_pages(traffic: Traffic) -> tuple[float, float]:
+    """(busy-hour rate, quiet-hour rate) in pages/hour."""
+    pages = traffic.requests_per_day * traffic.pages_per_request
+    quiet_hours = 24 - traffic.busy_hours
+    quiet = pages / (traffic.busy_hours * traffic.peak_factor + quiet_hours)
+    return quiet * traffic.peak_factor, quiet
+
+
+def instances_needed(pages_per_hour: float, seconds_per_page: float, utilization: float, low: int, high: int) -> int:
+    wanted = math.ceil(pages_per_hour * seconds_per_page / (3600 * utilization)) if pages_per_hour else 0
+    return max(low, min(high, wanted))
+
+
+def monthly_cost(traffic: Traffic, setup: Setup, prices: dict) -> dict:
+    hours = prices["hours_per_month"]
+    hourly = prices["gpu_instances"][setup.instance_type]["on_demand_hourly"]
+    if setup.spot:
+        hourly *= 1 - prices["spot_discount"]
+    seconds = prices["per_page"][setup.per_page]
+    busy, quiet = hourly_pages(traffic)
+
+    def average_instances(stage_seconds: float, low: int, high: int) -> float:
+        at_busy = instances_needed(busy, stage_seconds, setup.target_utilization, low, high)
+        at_quiet = instances_needed(quiet, stage_seconds, setup.target_utilization, low, high)
+        return (at_busy * traffic.busy_hours + at_quiet * (24 - traffic.busy_hours)) / 24
+
+    if setup.shared_gpu:
+        stage_seconds = seconds["detector"] + seconds["recognizer"]
+        low, high = max(setup.detector_min, setup.recognizer_min), max(setup.detector_max, setup.recognizer_max)
+        gpu_instances = average_instances(stage_seconds, low, high)
+        capacity = high * 3600 * setup.target_utilization / stage_seconds
+    else:
+        detector = average_instances(seconds["detector"], setup.detector_min, setup.detector_max)
+        recognizer = average_instances(seconds["recognizer"], setup.recognizer_min, setup.recognizer_max)
+        gpu_instances = detector + recognizer
+        capacity = min(
+            setup.detector_max * 3600 * setup.target_utilization / seconds["detector"],
+            setup.recognizer_max * 3600 * setup.target_utilization / seconds["recognizer"],
+        )
+    pages_month = traffic.requests_per_day * traffic.pages_per_request * hours / 24
+    frontend = prices["frontend_task"]
+    lines = {
+        "GPU instances": gpu_instances * hours * hourly,
+        "EBS volumes": gpu_instances * prices["ebs_gb_per_instance"] * prices["ebs_gp3_gb_month"],
+        "Fargate (Envoy + orchestrator)": setup.frontend_tasks
+        * hours
+        * (frontend["vcpu"] * prices["fargate_vcpu_hour"] + frontend["gb"] * prices["fargate_gb_hour"]),
+        "Load balancer": hours
+        * (
+            prices["alb_hourly"]
+            + prices["alb_lcu_hourly"] * max(1.0, pages_month * prices["request_kb_per_page"] / 1e6 / hours)
+        ),
+        "CloudWatch": pages_month
+        * prices["log_kb_per_page"]
+        / 1e6
+        * (prices["cloudwatch_logs_ingest_gb"] + prices["cloudwatch_logs_storage_gb_month"])
+        + prices["cloudwatch_alarms"] * prices["cloudwatch_alarm_month"]
+        + prices["cloudwatch_dashboard_month"],
+        "ECR": prices["ecr_image_gb"] * prices["ecr_gb_month"],
+        "Data transfer out": pages_month * prices["response_kb_per_page"] / 1e6 * prices["data_transfer_out_gb"],
+        "Secrets Manager": prices["secrets_manager_secret_month"],
+    }
+    return {
+        "lines": lines,
+        "total": sum(lines.values()),
+        "average_gpu_instances": gpu_instances,
+        "pages_per_month": pages_month,
+        "busy_pages_per_hour": busy,
+        "capacity_pages_per_hour": capacity,
+        "cost_per_1000_pages": 1000 * sum(lines.values()) / max(1.0, pages_month),
+    }
+
+
+def render(result: dict, traffic: Traffic, setup: Setup, prices: dict) -> str:
+    rows = [
+        f"prices of {prices['date']} ({prices['region']}); {setup.instance_type} "
+        f"{'Spot' if setup.spot else 'on-demand'}{', one GPU shared by both stages' if setup.shared_gpu else ''}",
+        f"traffic: {traffic.requests_per_day:g} requests/day x {traffic.pages_per_request:g} pages "
+        f"= {result['pages_per_month']:,.0f} pages/month, busy hours at {result['busy_pages_per_hour']:,.0f} pages/h",
+        "",
+        "| item | USD/month |",
+        "|---|---:|",
+    ]
+    rows += [f"| {name} | {value:,.2f} |" for name, value in result["lines"].items()]
+    rows += [
+        f"| **total** | **{result['total']:,.2f}** |",
+        "",
+        f"average GPU instances running: {result['average_gpu_instances']:.2f}",
+        f"throughput at max scale: {result['capacity_pages_per_hour']:,.0f} pages/hour "
+        f"({setup.per_page} per-page seconds, {setup.target_utilization:.0%} target utilisation)",
+        f"cost per 1,000 pages: ${result['cost_per_1000_pages']:.2f}",
+    ]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS))
+    parser.add_argument("--requests-per-day", type=float)
+    parser.add_argument("--pages-per-request", type=float)
+    parser.add_argument("--peak-factor", type=float, default=Traffic.peak_factor)
+    parser.add_argument("--busy-hours", type=float, default=Traffic.busy_hours)
+    parser.add_argument("--instance-type", default=Setup.instance_type)
+    parser.add_argument("--spot", action="store_true")
+    parser.add_argument("--min", type=int, default=1, help="instances per model stage, minimum")
+    parser.add_argument("--max", type=int, default=3, help="instances per model stage, maximum")
+    parser.add_argument("--per-page", choices=["gpu_t4_estimate", "cpu_measured"], default=Setup.per_page)
+    parser.add_argument("--prices", type=Path, default=PRICES)
+    args = parser.parse_args(argv)
+    prices = json.loads(args.prices.read_text())
+    setup, traffic = PRESETS.get(args.preset, (None, Traffic()))
+    traffic = Traffic(
+        args.requests_per_day or traffic.requests_per_day,
+        args.pages_per_request or traffic.pages_per_request,
+        args.busy_hours,
+        args.peak_factor,
+    )
+    if setup:
+        setup = Setup(**{**setup.__dict__, "spot": args.spot or setup.spot, "per_page": args.per_page})
+    else:
+        setup = Setup(
+            args.instance_type, args.spot, False, args.min, args.max, args.min, args.max, per_page=args.per_page
+        )
+    print(render(monthly_cost(traffic, setup, prices), traffic, setup, prices))
+
+
+if __name__ == "__main__":
+    main()

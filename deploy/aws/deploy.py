@@ -1,0 +1,176 @@
+"""Build and push the images, deploy or update the stacks, roll back, tear down: one command each.
+
+    python -m deploy.aws.deploy push     --env staging --tag v1 [--dry-run]
+    python -m deploy.aws.deploy deploy   --env staging --tag v1 --params deploy/aws/staging.json [--dry-run]
+    python -m deploy.aws.deploy rollback --env staging [--dry-run]
+    python -m deploy.aws.deploy teardown --env staging [--dry-run]
+
+Every step is an `aws` or `docker` CLI call; --dry-run prints them exactly, one per line, and needs
+no credentials. Failed service deployments roll back on their own (ECS deployment circuit breaker);
+a failed stack update rolls back by CloudFormation; `rollback` redeploys the previous image tag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]
+IMAGES = {
+    "detector": "services/detector/Dockerfile",
+    "recognizer": "services/recognizer/Dockerfile",
+    "orchestrator": "services/orchestrator/Dockerfile",
+    "envoy": "deploy/envoy/Dockerfile",
+}
+SERVICES = ("detector", "recognizer", "frontend")
+
+
+class Runner:
+    def __init__(self, dry_run: bool):
+        self.dry_run = dry_run
+
+    def __call__(self, *command: str, capture: bool = False) -> str:
+        line = shlex.join(command)
+        if self.dry_run:
+            print(line)
+            return "<dry-run>"
+        print(f"+ {line}", file=sys.stderr)
+        result = subprocess.run(command, check=True, text=True, capture_output=capture, cwd=REPO_ROOT)
+        return result.stdout.strip() if capture else ""
+
+
+def registry(run: Runner, region: str) -> str:
+    account = run("aws", "sts", "get-caller-identity", "--query", "Account", "--output", "text", capture=True)
+    if run.dry_run:
+        account = "${ACCOUNT_ID}"
+    return f"{account}.dkr.ecr.{region}.amazonaws.com"
+
+
+def ecr_stack(env: str) -> str:
+    return f"handwriting-{env}-ecr"
+
+
+def app_stack(env: str) -> str:
+    return f"handwriting-{env}"
+
+
+def push(run: Runner, env: str, tag: str, region: str) -> None:
+    run(
+        "aws",
+        "cloudformation",
+        "deploy",
+        "--region",
+        region,
+        "--stack-name",
+        ecr_stack(env),
+        "--template-file",
+        "deploy/aws/ecr.yaml",
+        "--parameter-overrides",
+        f"EnvironmentName={env}",
+        "--no-fail-on-empty-changeset",
+    )
+    host = registry(run, region)
+    password = run("aws", "ecr", "get-login-password", "--region", region, capture=True)
+    if not run.dry_run:
+        subprocess.run(
+            ["docker", "login", "--username", "AWS", "--password-stdin", host], input=password, text=True, check=True
+        )
+    else:
+        print(f"aws ecr get-login-password --region {region} | docker login --username AWS --password-stdin {host}")
+    for name, dockerfile in IMAGES.items():
+        image = f"{host}/handwriting-{env}-{name}:{tag}"
+        run("docker", "build", "-f", dockerfile, "-t", image, ".")
+        run("docker", "push", image)
+
+
+def deploy(run: Runner, env: str, tag: str, region: str, params: Path | None) -> None:
+    overrides = [f"EnvironmentName={env}", f"ImageTag={tag}"]
+    if params:
+        overrides += [f"{key}={value}" for key, value in json.loads(params.read_text()).items()]
+    run(
+        "aws",
+        "cloudformation",
+        "deploy",
+        "--region",
+        region,
+        "--stack-name",
+        app_stack(env),
+        "--template-file",
+        "deploy/aws/template.yaml",
+        "--capabilities",
+        "CAPABILITY_IAM",
+        "--parameter-overrides",
+        *overrides,
+        "--no-fail-on-empty-changeset",
+        "--tags",
+        "project=handwriting-ocr",
+        f"environment={env}",
+    )
+    run(
+        "aws",
+        "ecs",
+        "wait",
+        "services-stable",
+        "--region",
+        region,
+        "--cluster",
+        f"handwriting-{env}",
+        "--services",
+        *SERVICES,
+    )
+
+
+def rollback(run: Runner, env: str, region: str, previous_tag: str | None) -> None:
+    """Stop a stuck update, then redeploy the last good image tag if one is given."""
+    run("aws", "cloudformation", "cancel-update-stack", "--region", region, "--stack-name", app_stack(env))
+    run("aws", "cloudformation", "wait", "stack-rollback-complete", "--region", region, "--stack-name", app_stack(env))
+    if previous_tag:
+        deploy(run, env, previous_tag, region, None)
+
+
+def teardown(run: Runner, env: str, region: str) -> None:
+    run("aws", "cloudformation", "delete-stack", "--region", region, "--stack-name", app_stack(env))
+    run("aws", "cloudformation", "wait", "stack-delete-complete", "--region", region, "--stack-name", app_stack(env))
+    for name in IMAGES:  # repositories with images cannot be deleted by CloudFormation
+        run(
+            "aws",
+            "ecr",
+            "delete-repository",
+            "--region",
+            region,
+            "--repository-name",
+            f"handwriting-{env}-{name}",
+            "--force",
+        )
+    run("aws", "cloudformation", "delete-stack", "--region", region, "--stack-name", ecr_stack(env))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["push", "deploy", "rollback", "teardown"])
+    parser.add_argument("--env", default="staging")
+    parser.add_argument("--tag", default="latest")
+    parser.add_argument("--previous-tag", help="rollback: image tag to redeploy")
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--params", type=Path, help="JSON of template parameters (VpcId, subnets, certificate...)")
+    parser.add_argument("--dry-run", action="store_true", help="print the exact calls instead of making them")
+    args = parser.parse_args(argv)
+    run = Runner(args.dry_run)
+    if args.action == "push":
+        push(run, args.env, args.tag, args.region)
+    elif args.action == "deploy":
+        deploy(run, args.env, args.tag, args.region, args.params)
+    elif args.action == "rollback":
+        rollback(run, args.env, args.region, args.previous_tag)
+    else:
+        teardown(run, args.env, args.region)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

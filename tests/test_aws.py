@@ -1,0 +1,194 @@
+"""AWS deployment as code, checked offline: templates, workflow, deploy dry-runs, cost model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import decode
+
+from deploy.aws import cost
+from deploy.aws import deploy as deploy_script
+from tests.conftest import REPO_ROOT
+
+AWS = REPO_ROOT / "deploy" / "aws"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    parsed, problems = decode(str(AWS / "template.yaml"))
+    assert not problems
+    return parsed
+
+
+def resources(template: dict, kind: str) -> dict:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+@pytest.mark.parametrize("name", ["template.yaml", "ecr.yaml"])
+def test_cfn_lint_passes(name):
+    result = subprocess.run([str(BIN / "cfn-lint"), str(AWS / name)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_model_tasks_reserve_a_gpu_unless_sharing_one(template):
+    tasks = resources(template, "AWS::ECS::TaskDefinition")
+    for name in ("DetectorTask", "RecognizerTask"):
+        container = tasks[name]["Properties"]["ContainerDefinitions"][0]
+        condition, shared, dedicated = container["ResourceRequirements"]["Fn::If"]
+        assert condition == "SharedGpu" and shared == {"Ref": "AWS::NoValue"}
+        assert dedicated == [{"Type": "GPU", "Value": "1"}]
+        assert tasks[name]["Properties"]["RequiresCompatibilities"] == ["EC2"]
+    assert tasks["FrontendTask"]["Properties"]["RequiresCompatibilities"] == ["FARGATE"]
+    names = [c["Name"] for c in tasks["FrontendTask"]["Properties"]["ContainerDefinitions"]]
+    assert names == ["envoy", "orchestrator", "adot-collector"]
+
+
+def test_gpu_capacity_provider_uses_the_ecs_gpu_ami_with_managed_scaling(template):
+    assert template["Parameters"]["GpuAmiId"]["Default"].startswith("/aws/service/ecs/optimized-ami/")
+    assert "gpu" in template["Parameters"]["GpuAmiId"]["Default"]
+    assert template["Parameters"]["GpuInstanceType"]["Default"] == "g4dn.xlarge"
+    provider = resources(template, "AWS::ECS::CapacityProvider")["GpuCapacityProvider"]["Properties"]
+    assert provider["AutoScalingGroupProvider"]["ManagedScaling"]["Status"] == "ENABLED"
+    group = resources(template, "AWS::AutoScaling::AutoScalingGroup")["GpuAutoScalingGroup"]["Properties"]
+    assert "Fn::If" in group["MixedInstancesPolicy"]["InstancesDistribution"]["OnDemandPercentageAboveBaseCapacity"]
+
+
+def test_each_stage_scales_on_its_own_within_parameter_bounds(template):
+    targets = resources(template, "AWS::ApplicationAutoScaling::ScalableTarget")
+    for stage in ("Detector", "Recognizer", "Frontend"):
+        properties = targets[f"{stage}ScalableTarget"]["Properties"]
+        assert properties["MinCapacity"] == {"Ref": f"{stage}Min"}
+        assert properties["MaxCapacity"] == {"Ref": f"{stage}Max"}
+    policies = resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    assert len(policies) == 3 and all(
+        p["Properties"]["PolicyType"] == "TargetTrackingScaling" for p in policies.values()
+    )
+
+
+def test_only_https_serves_traffic(template):
+    listeners = resources(template, "AWS::ElasticLoadBalancingV2::Listener")
+    for listener in listeners.values():
+        properties = listener["Properties"]
+        if properties["Protocol"] == "HTTPS":
+            assert properties["Certificates"] == [{"CertificateArn": {"Ref": "CertificateArn"}}]
+        else:
+            assert [a["Type"] for a in properties["DefaultActions"]] == ["redirect"]
+            assert properties["DefaultActions"][0]["RedirectConfig"]["Protocol"] == "HTTPS"
+    groups = resources(template, "AWS::ElasticLoadBalancingV2::TargetGroup")
+    assert groups["GrpcTargetGroup"]["Properties"]["ProtocolVersion"] == "GRPC"
+
+
+def test_iam_has_no_wildcard_actions_and_scoped_resources(template):
+    for name, role in resources(template, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                assert all(a != "*" and not a.endswith(":*") for a in actions), name
+                if statement["Resource"] == "*":  # only for APIs without resource-level permissions
+                    assert all(a.split(":")[0] in ("xray", "cloudwatch") for a in actions), name
+
+
+def test_logs_alarms_budget_secret_and_rollback(template):
+    for group in resources(template, "AWS::Logs::LogGroup").values():
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    alarms = {a["Properties"].get("MetricName") for a in resources(template, "AWS::CloudWatch::Alarm").values()}
+    assert {"TargetResponseTime", "UnHealthyHostCount", "nvidia_smi_utilization_memory", None} <= alarms
+    assert resources(template, "AWS::CloudWatch::Dashboard")
+    budget = next(iter(resources(template, "AWS::Budgets::Budget").values()))["Properties"]
+    assert budget["Budget"]["TimeUnit"] == "MONTHLY"
+    assert budget["NotificationsWithSubscribers"][0]["Subscribers"][0]["SubscriptionType"] == "EMAIL"
+    assert resources(template, "AWS::SecretsManager::Secret")
+    for service in resources(template, "AWS::ECS::Service").values():
+        breaker = service["Properties"]["DeploymentConfiguration"]["DeploymentCircuitBreaker"]
+        assert breaker == {"Enable": True, "Rollback": True}
+        assert service["Properties"]["ServiceConnectConfiguration"]["Enabled"] is True
+
+
+def test_workflow_validates_and_uses_oidc_with_a_manual_production_gate():
+    workflow = REPO_ROOT / ".github" / "workflows" / "deploy.yml"
+    result = subprocess.run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(workflow)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = workflow.read_text()
+    assert "aws-access-key-id" not in text and "id-token: write" in text
+    assert "environment: production" in text and "make test" in text
+
+
+def dry_run(*args: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.aws.deploy", *args, "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_push_dry_run_prints_the_exact_calls():
+    lines = dry_run("push", "--env", "staging", "--tag", "abc123")
+    assert lines[0].startswith("aws cloudformation deploy --region us-east-1 --stack-name handwriting-staging-ecr")
+    builds = [line for line in lines if line.startswith("docker build")]
+    pushes = [line for line in lines if line.startswith("docker push")]
+    assert len(builds) == len(pushes) == len(deploy_script.IMAGES)
+    assert "'${ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/handwriting-staging-recognizer:abc123'" in pushes[1]
+
+
+def test_deploy_rollback_teardown_dry_runs(tmp_path):
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"VpcId": "vpc-1", "AlertEmail": "a@b.c"}))
+    lines = dry_run("deploy", "--env", "prod", "--tag", "v2", "--params", str(params))
+    assert lines[0] == (
+        "aws cloudformation deploy --region us-east-1 --stack-name handwriting-prod --template-file "
+        "deploy/aws/template.yaml --capabilities CAPABILITY_IAM --parameter-overrides EnvironmentName=prod "
+        "ImageTag=v2 VpcId=vpc-1 AlertEmail=a@b.c --no-fail-on-empty-changeset --tags project=handwriting-ocr "
+        "environment=prod"
+    )
+    assert lines[1].startswith("aws ecs wait services-stable") and lines[1].endswith("detector recognizer frontend")
+    rollback = dry_run("rollback", "--env", "prod", "--previous-tag", "v1")
+    assert rollback[0].startswith("aws cloudformation cancel-update-stack") and "ImageTag=v1" in rollback[2]
+    teardown = dry_run("teardown", "--env", "prod")
+    assert teardown[0] == "aws cloudformation delete-stack --region us-east-1 --stack-name handwriting-prod"
+    assert teardown[-1].endswith("--stack-name handwriting-prod-ecr")
+
+
+PRICES = json.loads((AWS / "prices.json").read_text())
+
+
+def test_cost_of_one_instance_all_month_matches_the_planning_figure():
+    setup, traffic = cost.PRESETS["single"]
+    result = cost.monthly_cost(traffic, setup, PRICES)
+    assert result["lines"]["GPU instances"] == pytest.approx(0.526 * 730)  # 383.98, the ~$380 plan
+    assert result["average_gpu_instances"] == 1
+    spot = cost.monthly_cost(traffic, cost.Setup(**{**setup.__dict__, "spot": True}), PRICES)
+    assert spot["lines"]["GPU instances"] == pytest.approx(0.526 * 730 * 0.4)
+
+
+def test_autoscaled_cost_is_in_the_planned_range():
+    setup, traffic = cost.PRESETS["autoscaled"]
+    result = cost.monthly_cost(traffic, setup, PRICES)
+    # busy hours need 2 instances, quiet hours 1: (10 * 2 + 14 * 1) / 24
+    assert result["average_gpu_instances"] == pytest.approx(34 / 24)
+    assert result["lines"]["GPU instances"] == pytest.approx(34 / 24 * 0.526 * 730)
+    assert 500 <= result["total"] <= 700
+
+
+def test_traffic_and_instance_arithmetic():
+    busy, quiet = cost.hourly_pages(
+        cost.Traffic(requests_per_day=3400, pages_per_request=1, busy_hours=10, peak_factor=3)
+    )
+    assert quiet == pytest.approx(3400 / 44) and busy == pytest.approx(3 * 3400 / 44)
+    assert cost.instances_needed(36000, 0.1, 0.5, 1, 5) == 2  # 3600 s of work per hour at 50% target
+    assert cost.instances_needed(0, 0.1, 0.5, 1, 5) == 1
+    assert cost.instances_needed(10**9, 0.1, 0.5, 1, 5) == 5
+    separate = cost.monthly_cost(cost.Traffic(100, 1), cost.Setup(), PRICES)
+    assert separate["average_gpu_instances"] == 2  # one per stage at minimum
