@@ -21,6 +21,8 @@ from handwriting.client import OcrClient, OcrError
 
 
 def _box(poly) -> str:
+    if not poly.vertices:
+        return "[]"
     xs = [v.x for v in poly.vertices]
     ys = [v.y for v in poly.vertices]
     return f"[{min(xs)},{min(ys)} {max(xs)},{max(ys)}]"

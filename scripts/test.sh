@@ -6,8 +6,8 @@ BIN=.venv/bin
 export PYTHONPATH=$PWD
 
 echo "== ruff"
-"$BIN/ruff" check services handwriting training tests deploy
-"$BIN/ruff" format --check -q services handwriting training tests deploy
+"$BIN/ruff" check services handwriting training tests deploy benchmarks
+"$BIN/ruff" format --check -q services handwriting training tests deploy benchmarks
 
 echo "== buf lint / breaking"
 "$BIN/buf" lint

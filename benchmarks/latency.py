@@ -1,0 +1,151 @@
+"""Latency of one page, side by side: the models in-process, gRPC to the orchestrator, and through
+Envoy (gRPC and REST). Prints measured figures; asserts nothing.
+
+    .venv/bin/python benchmarks/latency.py [--image samples/page.png] [--repeats 10]
+
+Starts its own stack (shipped models, free ports, Envoy in front) unless --address is given.
+The in-process row runs the same models with no network: detector, line grouping, crops, recognizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import statistics
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from handwriting import OcrClient  # noqa: E402
+from handwriting.stack import LocalStack, StackConfig  # noqa: E402
+from services.common.crops import crop_word  # noqa: E402
+from services.common.images import decode_image  # noqa: E402
+from services.common.settings import DEFAULT_DETECTOR_WEIGHTS, DEFAULT_RECOGNIZER_DIR, ImageLimits  # noqa: E402
+from services.orchestrator.layout import group_into_lines  # noqa: E402
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def summary(name: str, seconds: list[float], extra: str = "") -> str:
+    ordered = sorted(seconds)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return f"| {name} | {statistics.median(seconds) * 1000:.0f} | {p95 * 1000:.0f} | {extra} |"
+
+
+def in_process(image_bytes: bytes, repeats: int) -> tuple[list[float], dict]:
+    from services.detector.model import Detector
+    from services.recognizer.model import Recognizer
+
+    detector = Detector(DEFAULT_DETECTOR_WEIGHTS)
+    recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR)
+    totals, detect_times, recognize_times, words = [], [], [], 0
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        page = decode_image(image_bytes, ImageLimits())
+        detections = [d for d in detector.predict(page) if d.class_id == 0]
+        detected = time.perf_counter()
+        boxes = [d.box for d in detections]
+        gray = page.convert("L")
+        crops = [crop_word(gray, boxes[i]) for line in group_into_lines(boxes) for i in line]
+        recognize_started = time.perf_counter()
+        recognizer.predict(crops)
+        done = time.perf_counter()
+        totals.append(done - started)
+        detect_times.append(detected - started)
+        recognize_times.append(done - recognize_started)
+        words = len(crops)
+    stages = {
+        "detector": statistics.median(detect_times[1:]),
+        "recognizer": statistics.median(recognize_times[1:]),
+        "words": words,
+    }
+    return totals[1:], stages
+
+
+def timed(call, repeats: int) -> list[float]:
+    call()  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", type=Path, default=REPO_ROOT / "samples" / "page.png")
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+    image_bytes = args.image.read_bytes()
+
+    rows = []
+    seconds, stages = in_process(image_bytes, args.repeats)
+    rows.append(
+        summary(
+            "in-process (models only)",
+            seconds,
+            f"{stages['words']} words; detector {stages['detector'] * 1000:.0f} ms, "
+            f"recognizer {stages['recognizer'] * 1000:.0f} ms",
+        )
+    )
+
+    config = StackConfig(
+        orchestrator_port=free_port(),
+        detector_port=free_port(),
+        recognizer_port=free_port(),
+        envoy_port=free_port(),
+        envoy_admin_port=free_port(),
+        log_dir=REPO_ROOT / "runs" / "bench",
+    )
+    stack = LocalStack(config)
+    stack.start()
+    try:
+        with OcrClient(f"127.0.0.1:{config.orchestrator_port}") as client:
+            rows.append(
+                summary(
+                    "gRPC to the orchestrator",
+                    timed(lambda: client.process_page(image_bytes), args.repeats),
+                    "three processes",
+                )
+            )
+        with OcrClient(f"127.0.0.1:{config.envoy_port}") as client:
+            rows.append(
+                summary(
+                    "gRPC through Envoy",
+                    timed(lambda: client.process_page(image_bytes), args.repeats),
+                    "same port as REST",
+                )
+            )
+        body = json.dumps({"image": {"content": base64.b64encode(image_bytes).decode()}}).encode()
+
+        def rest() -> None:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{config.envoy_port}/v1/pages:process",
+                data=body,
+                headers={"content-type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=60) as response:
+                response.read()
+
+        rows.append(summary("REST/JSON through Envoy", timed(rest, args.repeats), "base64 image, JSON page"))
+    finally:
+        stack.stop()
+    print(f"{args.image.name}, {args.repeats} repeats after one warm-up, this machine")
+    print("| path | p50 ms | p95 ms | notes |\n|---|---:|---:|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
