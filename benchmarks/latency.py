@@ -23,10 +23,9 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from handwriting import OcrClient  # noqa: E402
 from handwriting.stack import LocalStack, StackConfig  # noqa: E402
-from services.common.crops import crop_word  # noqa: E402
 from services.common.images import decode_image  # noqa: E402
 from services.common.settings import DEFAULT_DETECTOR_WEIGHTS, DEFAULT_RECOGNIZER_DIR, ImageLimits  # noqa: E402
-from services.orchestrator.layout import group_into_lines  # noqa: E402
+from training.inprocess import read_page  # noqa: E402
 
 
 def free_port() -> int:
@@ -44,31 +43,37 @@ def summary(name: str, seconds: list[float], extra: str = "") -> str:
 
 
 def in_process(image_bytes: bytes, repeats: int) -> tuple[list[float], dict]:
+    """The whole page with the models in this process; stage times from the same runs."""
     from services.detector.model import Detector
     from services.recognizer.model import Recognizer
 
     detector = Detector(DEFAULT_DETECTOR_WEIGHTS)
     recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR)
-    totals, detect_times, recognize_times, words = [], [], [], 0
+    detect_times, recognize_times = [], []
+    detect, recognize = detector.predict, recognizer.predict
+
+    def timed_detect(*args, **kwargs):
+        started = time.perf_counter()
+        result = detect(*args, **kwargs)
+        detect_times.append(time.perf_counter() - started)
+        return result
+
+    def timed_recognize(crops):
+        started = time.perf_counter()
+        result = recognize(crops)
+        recognize_times.append(time.perf_counter() - started)
+        return result
+
+    detector.predict, recognizer.predict = timed_detect, timed_recognize
+    totals, lines = [], []
     for _ in range(repeats + 1):
         started = time.perf_counter()
-        page = decode_image(image_bytes, ImageLimits())
-        detections = [d for d in detector.predict(page) if d.class_id == 0]
-        detected = time.perf_counter()
-        boxes = [d.box for d in detections]
-        gray = page.convert("L")
-        crops = [crop_word(gray, boxes[i]) for line in group_into_lines(boxes) for i in line]
-        recognize_started = time.perf_counter()
-        recognizer.predict(crops)
-        done = time.perf_counter()
-        totals.append(done - started)
-        detect_times.append(detected - started)
-        recognize_times.append(done - recognize_started)
-        words = len(crops)
+        lines = read_page(detector, recognizer, decode_image(image_bytes, ImageLimits()))
+        totals.append(time.perf_counter() - started)
     stages = {
         "detector": statistics.median(detect_times[1:]),
         "recognizer": statistics.median(recognize_times[1:]),
-        "words": words,
+        "words": sum(len(line.split()) for line in lines),
     }
     return totals[1:], stages
 

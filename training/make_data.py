@@ -17,7 +17,7 @@ from pathlib import Path
 
 from services.common.crops import crop_word
 from training.synth.fonts import EVAL_FAMILIES, ensure_fonts, training_families
-from training.synth.render import PageSample, render_page
+from training.synth.render import PageSample, render_page, render_strip
 from training.synth.text import TextSampler, evaluation_vocabulary, training_vocabulary
 
 DETECTOR_MAX_SIDE = 640
@@ -79,23 +79,27 @@ def write_sample(out: Path, split: str, name: str, page: PageSample, keep_page: 
     return rows
 
 
-def _make_page(job: tuple[str, int, int, Path]) -> list[str]:
-    split, seed, index, out = job
-    rng = random.Random(seed * 1_000_003 + index)
+def _make_page(job: tuple[str, int, int, Path, str]) -> list[str]:
+    split, seed, index, out, kind = job
+    rng = random.Random(seed * 1_000_003 + index + (500_000_000 if kind == "strip" else 0))
     sampler = TextSampler(_worker_state["vocabulary"], rng)
+    if kind == "strip":
+        page = render_strip(sampler, _worker_state["fonts"], rng)
+        return write_sample(out, split, f"{split}_strip_{index:06d}", page, keep_page=False)
     page = render_page(sampler, _worker_state["fonts"], rng)
     return write_sample(out, split, f"{split}_{index:06d}", page, keep_page=index < 20)
 
 
-def make_split(out: Path, split: str, pages: int, seed: int, workers: int) -> None:
+def make_split(out: Path, split: str, pages: int, seed: int, workers: int, strips: int = 0) -> None:
     make_split_folders(out, split)
-    jobs = [(split, seed, index, out) for index in range(pages)]
+    jobs = [(split, seed, index, out, "page") for index in range(pages)]
+    jobs += [(split, seed, index, out, "strip") for index in range(strips)]
     rows: list[str] = []
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(split,)) as pool:
         for page_rows in pool.map(_make_page, jobs, chunksize=8):
             rows.extend(page_rows)
     (out / "recognizer" / split / "labels.tsv").write_text("\n".join(rows) + "\n")
-    print(f"{split}: {pages} pages, {len(rows)} word crops")
+    print(f"{split}: {pages} pages, {strips} line strips, {len(rows)} word crops")
 
 
 def write_yolo_yaml(out: Path) -> Path:
@@ -110,13 +114,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("data/synth"))
     parser.add_argument("--train-pages", type=int, default=1500)
     parser.add_argument("--val-pages", type=int, default=100)
+    parser.add_argument("--train-strips", type=int, default=0, help="single-line images with larger text")
+    parser.add_argument("--val-strips", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     # fonts are installed once, before the workers start
     ensure_fonts(training_families() + list(EVAL_FAMILIES))
-    make_split(args.out, "train", args.train_pages, args.seed, args.workers)
-    make_split(args.out, "val", args.val_pages, args.seed + 1, args.workers)
+    make_split(args.out, "train", args.train_pages, args.seed, args.workers, args.train_strips)
+    make_split(args.out, "val", args.val_pages, args.seed + 1, args.workers, args.val_strips)
     print(f"detector dataset: {write_yolo_yaml(args.out)}")
 
 

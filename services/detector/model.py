@@ -88,7 +88,14 @@ class Detector:
         logger.info("detector loaded", extra={"weights": str(weights), "device": device})
 
     def predict(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
-        array = np.asarray(image.convert("RGB"))[:, :, ::-1]  # ultralytics takes numpy arrays as BGR
+        rgb = image.convert("RGB")
+        if max(rgb.size) < self.image_size:
+            # never upscale: a small image (one line, one word) would get letters the size of words.
+            # Pad it onto a white canvas instead; boxes stay in the image's own coordinates.
+            canvas = Image.new("RGB", (self.image_size, self.image_size), (255, 255, 255))
+            canvas.paste(rgb, (0, 0))
+            rgb = canvas
+        array = np.asarray(rgb)[:, :, ::-1]  # ultralytics takes numpy arrays as BGR
         result = self.model.predict(
             array,
             imgsz=self.image_size,
@@ -102,7 +109,10 @@ class Detector:
         xyxy = boxes.xyxy.cpu().numpy()
         classes = boxes.cls.cpu().numpy().astype(int)
         scores = boxes.conf.cpu().numpy()
-        return [
-            Detection(int(c), (float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(s))
-            for b, c, s in zip(xyxy, classes, scores, strict=True)
-        ]
+        width, height = image.size
+        detections = []
+        for b, c, s in zip(xyxy, classes, scores, strict=True):
+            box = (float(b[0]), float(b[1]), min(float(b[2]), width), min(float(b[3]), height))
+            if box[2] > box[0] and box[3] > box[1]:
+                detections.append(Detection(int(c), box, float(s)))
+        return detections

@@ -200,6 +200,39 @@ def render_page(
     return sample
 
 
+def render_strip(sampler: TextSampler, fonts: list[Path], rng: random.Random, effects: bool = True) -> PageSample:
+    """A single line of 1-6 words cut tight, at 28-72 px: what users send when they crop one line or
+    word (like IAM line images), so the detector also learns text much larger than on pages."""
+    font_path = rng.choice(fonts)
+    size = rng.randint(28, 72)
+    style = {
+        "spacing": rng.uniform(-0.03, 0.08),
+        "jitter": rng.uniform(0.0, 0.04),
+        "glyph_rotation": rng.uniform(0, 5),
+        "wobble": rng.uniform(0, 0.05),
+        "slant": rng.uniform(-0.25, 0.3),
+        "stroke": rng.choice([-1, 0, 0, 1]),
+    }
+    masks = [(text, render_word_mask(text, font_path, size, rng, style)) for text in sampler.words(rng.randint(1, 6))]
+    margin_x, margin_y = rng.randint(5, 40), rng.randint(4, 24)
+    gaps = [int(size * rng.uniform(0.35, 0.8)) for _ in masks]
+    width = 2 * margin_x + sum(m.width for _, m in masks) + sum(gaps[:-1])
+    height = 2 * margin_y + max(m.height for _, m in masks) + size // 3
+    paper = make_paper(width, height, rng, height * 2, height)
+    ink_layer = Image.new("L", (width, height), 0)
+    baseline = height - margin_y - size // 4
+    words, x = [], margin_x
+    for (text, mask), gap in zip(masks, gaps, strict=True):
+        y = max(0, min(height - mask.height, int(baseline - mask.height + size * 0.25 + rng.gauss(0, size * 0.03))))
+        ink_layer.paste(ImageChops.lighter(ink_layer.crop((x, y, x + mask.width, y + mask.height)), mask), (x, y))
+        words.append(WordBox(text, (x, y, x + mask.width, y + mask.height)))
+        x += mask.width + gap
+    ink = INKS[rng.choice(list(INKS))]
+    page = Image.composite(Image.new("RGB", (width, height), ink), paper, ink_layer.point(lambda v: int(v * 0.9)))
+    sample = PageSample(page, words, [list(range(len(words)))])
+    return apply_scan_effects(sample, rng, rotate=False) if effects else sample
+
+
 def _transform_boxes(words: list[WordBox], mapping) -> list[WordBox]:
     result = []
     for word in words:
@@ -211,11 +244,11 @@ def _transform_boxes(words: list[WordBox], mapping) -> list[WordBox]:
     return result
 
 
-def apply_scan_effects(sample: PageSample, rng: random.Random) -> PageSample:
+def apply_scan_effects(sample: PageSample, rng: random.Random, rotate: bool = True) -> PageSample:
     image = sample.image
     words = sample.words
     width, height = image.size
-    if rng.random() < 0.6:  # slight page rotation
+    if rotate and rng.random() < 0.6:  # slight page rotation
         angle = rng.uniform(-1.5, 1.5)
         image = image.rotate(angle, resample=Image.BILINEAR, fillcolor=(235, 235, 235))
         cx, cy = width / 2, height / 2
@@ -224,7 +257,7 @@ def apply_scan_effects(sample: PageSample, rng: random.Random) -> PageSample:
         words = _transform_boxes(
             words, lambda x, y: (cx + (x - cx) * cos + (y - cy) * sin, cy - (x - cx) * sin + (y - cy) * cos)
         )
-    if rng.random() < 0.3:  # slight perspective: a keystone along y
+    if rotate and rng.random() < 0.3:  # slight perspective: a keystone along y
         k = rng.uniform(-0.03, 0.03)
         # PIL's PERSPECTIVE maps output to input; approximate with a horizontal keystone
         coeffs = (1 + k, 0, -k * width / 2, 0, 1, 0, 0, 2 * k / height * 0, 1)
