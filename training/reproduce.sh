@@ -8,13 +8,16 @@ PY=.venv/bin/python
 export PYTHONPATH=$PWD OMP_NUM_THREADS=1
 mkdir -p runs
 [ -f data/synth/detector/data.yaml ] || $PY -m training.make_data --out data/synth --train-pages 1200 --val-pages 60
+[ -f data/synth-strips/detector/data.yaml ] || $PY -m training.make_data --out data/synth-strips \
+  --train-pages 0 --val-pages 0 --train-strips 1500 --val-strips 100
+$PY -m training.combine_datasets data/synth data/synth-strips --out data/detector-all.yaml
 DETECTOR_INIT=()
 RECOGNIZER_INIT=()
 if [ "${RESUME:-0}" = 1 ]; then
   DETECTOR_INIT=(--init-from models/detector/detector.pt)
   RECOGNIZER_INIT=(--init-from models/recognizer)
 fi
-$PY -m training.train_detector --data data/synth/detector/data.yaml --out runs/detector --hours 1.1 --threads 1 \
+$PY -m training.train_detector --data data/detector-all.yaml --out runs/detector --hours 1.1 --threads 1 \
   "${DETECTOR_INIT[@]}" > runs/detector.log 2>&1 &
 DETECTOR=$!
 $PY -m training.train_recognizer --data data/synth/recognizer --out runs/recognizer --minutes 80 --threads 1 \

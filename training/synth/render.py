@@ -134,7 +134,7 @@ def make_paper(width: int, height: int, rng: random.Random, line_pitch: int, top
         stain = Image.new("L", (width, height), 0)
         stain_draw = ImageDraw.Draw(stain)
         for _ in range(rng.randint(1, 3)):
-            cx, cy, r = rng.randint(0, width), rng.randint(0, height), rng.randint(30, width // 4)
+            cx, cy, r = rng.randint(0, width), rng.randint(0, height), rng.randint(10, max(11, width // 4))
             stain_draw.ellipse([cx - r, cy - r * 0.7, cx + r, cy + r * 0.7], fill=rng.randint(15, 45))
         stain = stain.filter(ImageFilter.GaussianBlur(25))
         tint = Image.new("RGB", (width, height), (150, 120, 70))
