@@ -1,6 +1,6 @@
 """One ultralytics data yaml over several datasets written by make_data / prepare_iam.
 
-    python -m training.combine_datasets data/synth data/synth-strips --out data/detector-all.yaml
+python -m training.combine_datasets data/synth data/synth-strips --out data/detector-all.yaml
 """
 
 from __future__ import annotations
