@@ -80,6 +80,25 @@ async def create_server(
     return running
 
 
+async def start_model_service(settings: ServerSettings, servicer, add_servicer, service_name: str) -> RunningServer:
+    """Start serving with health NOT_SERVING, load the model off the event loop (`servicer.load`),
+    then report SERVING: health checks answer all through a slow model load."""
+    running = await create_server(settings, [lambda server: add_servicer(servicer, server)], [service_name])
+    await asyncio.get_running_loop().run_in_executor(None, servicer.load)
+    await running.mark_serving()
+    return running
+
+
+def run(settings_class: type, start: Callable[[ServerSettings], Awaitable[RunningServer]]) -> None:
+    """A service's `main`: settings from the environment, JSON logs, serve until SIGTERM."""
+    from services.common.logs import configure_logging
+    from services.common.settings import load
+
+    settings = load(settings_class)
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings, start))
+
+
 async def serve(
     settings: ServerSettings,
     start: Callable[[ServerSettings], Awaitable[RunningServer]],

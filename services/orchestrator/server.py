@@ -13,10 +13,8 @@ from handwriting.v1 import ocr_service_pb2 as pb
 from handwriting.v1 import ocr_service_pb2_grpc as pb_grpc
 from handwriting.v1 import recognizer_service_pb2_grpc as recognizer_grpc
 from services.common import errors
-from services.common import settings as settings_module
 from services.common.images import ImageError, image_from_proto
-from services.common.logs import configure_logging
-from services.common.server import RunningServer, channel_options, create_server, serve
+from services.common.server import RunningServer, channel_options, create_server, run
 from services.common.servicer import rpc_errors
 from services.common.settings import OrchestratorSettings
 from services.common.tracing import client_interceptors, span
@@ -95,9 +93,7 @@ async def start(settings: OrchestratorSettings) -> RunningServer:
 
 
 def main() -> None:
-    settings = settings_module.load(OrchestratorSettings)
-    configure_logging(settings.log_level)
-    asyncio.run(serve(settings, start))
+    run(OrchestratorSettings, start)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import grpc
@@ -10,11 +9,9 @@ import torch
 
 from handwriting.v1 import recognizer_service_pb2 as pb
 from handwriting.v1 import recognizer_service_pb2_grpc as pb_grpc
-from services.common import settings as settings_module
 from services.common.images import ImageError, image_from_proto
-from services.common.logs import configure_logging
 from services.common.model_runner import ModelRunner
-from services.common.server import RunningServer, create_server, serve
+from services.common.server import RunningServer, run, start_model_service
 from services.common.servicer import ModelNotReady, rpc_errors
 from services.common.settings import RecognizerSettings
 from services.common.tracing import span
@@ -61,20 +58,13 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
 
 
 async def start(settings: RecognizerSettings) -> RunningServer:
-    """Start serving (health NOT_SERVING), load the model off the loop, then report SERVING."""
-    servicer = RecognizerServicer(settings)
-    running = await create_server(
-        settings, [lambda s: pb_grpc.add_RecognizerServiceServicer_to_server(servicer, s)], [SERVICE_NAME]
+    return await start_model_service(
+        settings, RecognizerServicer(settings), pb_grpc.add_RecognizerServiceServicer_to_server, SERVICE_NAME
     )
-    await asyncio.get_running_loop().run_in_executor(None, servicer.load)
-    await running.mark_serving()
-    return running
 
 
 def main() -> None:
-    settings = settings_module.load(RecognizerSettings)
-    configure_logging(settings.log_level)
-    asyncio.run(serve(settings, start))
+    run(RecognizerSettings, start)
 
 
 if __name__ == "__main__":

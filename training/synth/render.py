@@ -142,6 +142,18 @@ def make_paper(width: int, height: int, rng: random.Random, line_pitch: int, top
     return paper
 
 
+def random_hand(rng: random.Random) -> dict:
+    """How one writer's hand deviates from the font: spacing, jitter, rotation, wobble, slant, weight."""
+    return {
+        "spacing": rng.uniform(-0.03, 0.08),
+        "jitter": rng.uniform(0.0, 0.04),
+        "glyph_rotation": rng.uniform(0, 5),
+        "wobble": rng.uniform(0, 0.05),
+        "slant": rng.uniform(-0.25, 0.3),
+        "stroke": rng.choice([-1, 0, 0, 1]),
+    }
+
+
 def render_page(
     sampler: TextSampler,
     fonts: list[Path],
@@ -153,14 +165,7 @@ def render_page(
     """One page in one hand (font, size, slant, ink) with ~8-12 lines of words."""
     font_path = rng.choice(fonts)
     size = rng.randint(26, 42)
-    style = {
-        "spacing": rng.uniform(-0.03, 0.08),
-        "jitter": rng.uniform(0.0, 0.04),
-        "glyph_rotation": rng.uniform(0, 5),
-        "wobble": rng.uniform(0, 0.05),
-        "slant": rng.uniform(-0.25, 0.3),
-        "stroke": rng.choice([-1, 0, 0, 1]),
-    }
+    style = random_hand(rng)
     ink = INKS[rng.choice(list(INKS))]
     line_pitch = int(size * rng.uniform(1.5, 2.1))
     margin_left = rng.randint(30, 90)
@@ -205,14 +210,7 @@ def render_strip(sampler: TextSampler, fonts: list[Path], rng: random.Random, ef
     word (like IAM line images), so the detector also learns text much larger than on pages."""
     font_path = rng.choice(fonts)
     size = rng.randint(28, 72)
-    style = {
-        "spacing": rng.uniform(-0.03, 0.08),
-        "jitter": rng.uniform(0.0, 0.04),
-        "glyph_rotation": rng.uniform(0, 5),
-        "wobble": rng.uniform(0, 0.05),
-        "slant": rng.uniform(-0.25, 0.3),
-        "stroke": rng.choice([-1, 0, 0, 1]),
-    }
+    style = random_hand(rng)
     masks = [(text, render_word_mask(text, font_path, size, rng, style)) for text in sampler.words(rng.randint(1, 6))]
     margin_x, margin_y = rng.randint(5, 40), rng.randint(4, 24)
     gaps = [int(size * rng.uniform(0.35, 0.8)) for _ in masks]
