@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         project=str(out.parent),
         name=out.name,
         exist_ok=True,
-        pretrained=False,
+        # from scratch unless continuing: ultralytics re-initialises the weights when pretrained is False
+        pretrained=str(args.init_from) if args.init_from else False,
         amp=config.pop("amp", False),
         plots=False,
         **config,
