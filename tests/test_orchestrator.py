@@ -145,7 +145,9 @@ async def test_deadline_propagates_downstream(stage):
         await stub.ProcessPage(page_request(), timeout=1.0)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.perf_counter() - started < 2.5
-    assert recognizer.time_remaining and all(r is not None and r <= 1.0 for r in recognizer.time_remaining)
+    # The downstream call carries the caller's deadline, not the orchestrator's default; gRPC
+    # rounds timeouts up on the wire (and clocks are coarse), hence the small tolerance.
+    assert recognizer.time_remaining and all(r is not None and r <= 1.2 for r in recognizer.time_remaining)
 
 
 async def test_dead_downstream_fails_fast_with_unavailable(stage):
