@@ -56,3 +56,21 @@ def test_words_of_different_heights_on_one_line():
 def test_empty_and_single():
     assert group_into_lines([]) == []
     assert group_into_lines([(0, 0, 10, 10)]) == [[0]]
+
+
+def test_nested_detections_of_one_word_merge_into_their_union():
+    from services.detector.model import LINE, WORD, Detection, merge_nested
+
+    part = Detection(WORD, (7, 24, 91, 61), 0.68)  # the x-height band of "word"
+    whole = Detection(WORD, (0, 2, 148, 70), 0.41)
+    neighbour = Detection(WORD, (160, 5, 220, 70), 0.9)
+    line = Detection(LINE, (0, 0, 220, 72), 0.8)  # other classes never merge with words
+    merged = merge_nested([part, whole, neighbour, line])
+    assert sorted(merged, key=lambda d: (d.class_id, d.box)) == [
+        Detection(WORD, (0, 2, 148, 70), 0.68),
+        Detection(WORD, (160, 5, 220, 70), 0.9),
+        line,
+    ]
+    # words that merely touch or overlap a little stay apart
+    apart = [Detection(WORD, (0, 0, 50, 20), 0.9), Detection(WORD, (45, 0, 95, 20), 0.8)]
+    assert merge_nested(apart) == apart

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Reproduces the shipped models from scratch on a 2-core CPU machine in about 2 hours:
-# synthetic data (~3 min), then the detector (~66 min, 1 thread) and the recognizer (~80 min,
-# 1 thread) side by side, then the evaluation. Set RESUME=1 to continue from models/ instead.
+# Reproduces the shipped models on a 2-core CPU machine, the way they were made (see the model
+# cards for the figures of each round):
+#   round 1, from scratch, about 2 hours: synthetic data (~3 min), then the detector on pages
+#     (~66 min, 1 thread) beside the recognizer (~80 min, 1 thread);
+#   round 2 (ROUND=2), about 1.6 hours: both continue from models/ at a lower learning rate, the
+#     detector on pages plus line strips (~45 min), the recognizer for 95 min.
+# Each round copies its results into models/ and ends with the evaluation. Later rounds can keep
+# resuming from models/ with ROUND=2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -11,18 +16,21 @@ mkdir -p runs
 [ -f data/synth-strips/detector/data.yaml ] || $PY -m training.make_data --out data/synth-strips \
   --train-pages 0 --val-pages 0 --train-strips 1500 --val-strips 100
 $PY -m training.combine_datasets data/synth data/synth-strips --out data/detector-all.yaml
-DETECTOR_INIT=()
-RECOGNIZER_INIT=()
-if [ "${RESUME:-0}" = 1 ]; then
-  DETECTOR_INIT=(--init-from models/detector/detector.pt)
-  RECOGNIZER_INIT=(--init-from models/recognizer)
+
+if [ "${ROUND:-1}" = 1 ]; then
+  DETECTOR=(--data data/synth/detector/data.yaml --config training/configs/detector_cpu.yaml)
+  RECOGNIZER=(--config training/configs/recognizer_cpu.json --minutes 80)
+else
+  DETECTOR=(--data data/detector-all.yaml --config training/configs/detector_cpu_continue.yaml
+    --init-from models/detector/detector.pt)
+  RECOGNIZER=(--config training/configs/recognizer_cpu_continue.json --minutes 95 --seed 1
+    --init-from models/recognizer)
 fi
-$PY -m training.train_detector --data data/detector-all.yaml --out runs/detector --hours 1.1 --threads 1 \
-  "${DETECTOR_INIT[@]}" > runs/detector.log 2>&1 &
-DETECTOR=$!
-$PY -m training.train_recognizer --data data/synth/recognizer --out runs/recognizer --minutes 80 --threads 1 \
-  "${RECOGNIZER_INIT[@]}" > runs/recognizer.log 2>&1
-wait $DETECTOR
-cp runs/detector/detector.pt runs/detector/detector.onnx runs/detector/metrics.json models/detector/
+$PY -m training.train_detector "${DETECTOR[@]}" --out runs/detector --threads 1 > runs/detector.log 2>&1 &
+DETECTOR_PID=$!
+$PY -m training.train_recognizer --data data/synth/recognizer --out runs/recognizer --threads 1 \
+  "${RECOGNIZER[@]}" > runs/recognizer.log 2>&1
+wait $DETECTOR_PID
+cp runs/detector/detector.pt runs/detector/metrics.json models/detector/
 cp runs/recognizer/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json,training_state.json} models/recognizer/
 $PY -m training.evaluate_models

@@ -115,4 +115,33 @@ class Detector:
             box = (float(b[0]), float(b[1]), min(float(b[2]), width), min(float(b[3]), height))
             if box[2] > box[0] and box[3] > box[1]:
                 detections.append(Detection(int(c), box, float(s)))
-        return detections
+        return merge_nested(detections)
+
+
+def merge_nested(detections: list[Detection], containment: float = 0.8) -> list[Detection]:
+    """Merge a box that lies mostly inside another box of the same class into it.
+
+    NMS keeps both when a word is found whole and in part (the x-height band of "word" under its
+    ascender, say): their IoU is low, yet on a page words never nest. The merged box is the union of
+    the two, with the higher score, so the part cannot cut the word short.
+    """
+    merged: list[Detection] = []
+    for detection in sorted(detections, key=lambda d: d.score, reverse=True):
+        for i, kept in enumerate(merged):
+            if kept.class_id == detection.class_id and _contained(detection.box, kept.box, containment):
+                box = tuple(min(a, b) if k < 2 else max(a, b) for k, (a, b) in enumerate(zip(kept.box, detection.box)))
+                merged[i] = Detection(kept.class_id, box, kept.score)
+                break
+        else:
+            merged.append(detection)
+    return merged
+
+
+def _contained(a: tuple[float, ...], b: tuple[float, ...], fraction: float) -> bool:
+    """Whether at least `fraction` of the smaller of boxes a and b lies inside the other."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return False
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return width * height >= fraction * smaller
