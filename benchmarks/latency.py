@@ -45,10 +45,11 @@ def summary(name: str, seconds: list[float], extra: str = "") -> str:
 def in_process(image_bytes: bytes, repeats: int) -> tuple[list[float], dict]:
     """The whole page with the models in this process; stage times from the same runs."""
     from services.detector.model import Detector
+    from services.recognizer.lexicon import find_lexicon
     from services.recognizer.model import Recognizer
 
     detector = Detector(DEFAULT_DETECTOR_WEIGHTS)
-    recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR)
+    recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=find_lexicon(DEFAULT_RECOGNIZER_DIR))
     detect_times, recognize_times = [], []
     detect, recognize = detector.predict, recognizer.predict
 

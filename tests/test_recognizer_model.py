@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from PIL import Image
 from transformers import VisionEncoderDecoderModel
 
 from services.recognizer import compact_trocr
+from services.recognizer.lexicon import _CORE, Lexicon
 from services.recognizer.model import Recognizer, load_checkpoint
 
 
@@ -83,3 +86,50 @@ def test_stock_trocr_uses_its_own_image_processor(tiny_stock_trocr_dir):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         Recognizer(tmp_path)
+
+
+def test_lexicon_prefers_likely_words_but_leaves_the_model_the_last_word(tmp_path):
+    path = tmp_path / "lexicon.tsv"
+    path.write_text("freedoms\t3.5\nthe\t7.7\n", encoding="utf-8")
+    lexicon = Lexicon.load(path)
+    assert lexicon.prior('"Freedoms,"') == pytest.approx(math.log(10) * 3.5)  # case and punctuation aside
+    assert lexicon.prior("treedoms") == pytest.approx(math.log(10) * lexicon.oov_zipf)
+    assert lexicon.prior("719") == lexicon.prior("319") == pytest.approx(math.log(10) * lexicon.neutral_zipf)
+    # a slightly less likely reading that is a word wins over a non-word ...
+    assert lexicon.choose([("treedoms", -1.0), ("freedoms", -2.0)]) == 1
+    # ... but not when the model is sure, and numbers are the model's call alone
+    assert lexicon.choose([("treedoms", -0.1), ("freedoms", -12.0)]) == 0
+    assert lexicon.choose([("319", -1.0), ("719", -2.0)]) == 0
+    path.write_text("the 7.7\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="lexicon.tsv:1"):
+        Lexicon.load(path)
+
+
+def test_lexicon_chooses_among_the_decoders_n_best(tiny_recognizer_dir):
+    crop = crops(1)
+    plain = Recognizer(tiny_recognizer_dir, beam_size=5, max_new_tokens=4)
+    output = plain.model.generate(
+        plain.preprocess(crop),
+        num_beams=5,
+        num_return_sequences=5,
+        max_new_tokens=4,
+        length_penalty=1.0,
+        early_stopping=True,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
+    readings = [t.strip() for t in plain.tokenizer.batch_decode(output.sequences, skip_special_tokens=True)]
+    # without any lexicon weight the choice is plain beam search's
+    neutral = Recognizer(tiny_recognizer_dir, max_new_tokens=4, lexicon=Lexicon({}, weight=0.0), n_best=5)
+    assert neutral.predict(crop)[0].text == plain.predict(crop)[0].text == readings[0]
+    # a lexicon that knows only a lower-ranked reading picks it, with that reading's own confidence
+    cores = [lexicon_core(r) for r in readings]
+    target = next(i for i in range(1, 5) if cores[i] and cores.count(cores[i]) == 1)
+    favouring = Recognizer(tiny_recognizer_dir, max_new_tokens=4, lexicon=Lexicon({cores[target]: 50.0}), n_best=5)
+    result = favouring.predict(crop)[0]
+    assert result.text == readings[target]
+    assert result.confidence == pytest.approx(float(output.sequences_scores[target].exp()), rel=1e-4)
+
+
+def lexicon_core(text: str) -> str:
+    return " ".join(_CORE.match(token).group(1).lower() for token in text.split())

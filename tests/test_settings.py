@@ -32,3 +32,18 @@ def test_required_fields_fail_with_a_clear_message():
 
     with pytest.raises(SettingsError, match="HW_DETECTOR_ADDRESS is required"):
         settings.load(Needs, {})
+
+
+def test_recognizer_lexicon_setting(tmp_path):
+    from services.recognizer.lexicon import find_lexicon
+
+    assert find_lexicon(tmp_path) is None  # auto, and the model has none
+    (tmp_path / "lexicon.tsv").write_text("word\t5.0\n")
+    assert find_lexicon(tmp_path).zipf == {"word": 5.0}
+    assert find_lexicon(tmp_path, "off") is None
+    other = tmp_path / "other.tsv"
+    other.write_text("line\t4.0\n")
+    assert find_lexicon(tmp_path, str(other), weight=0.5) == find_lexicon(tmp_path, str(other), weight=0.5)
+    assert find_lexicon(tmp_path, str(other), weight=0.5).weight == 0.5
+    with pytest.raises(FileNotFoundError):
+        find_lexicon(tmp_path, str(tmp_path / "missing.tsv"))

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N crops (quick checks)")
     args = parser.parse_args(argv)
     from services.detector.model import Detector
+    from services.recognizer.lexicon import find_lexicon
     from services.recognizer.model import Recognizer
     from training.inprocess import read_page
     from training.train_detector import evaluate as evaluate_detector
@@ -41,9 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     figures["detector"] = evaluate_detector(args.detector, args.data / "detector" / "data.yaml", args.imgsz)
     crops = read_split(args.data / "recognizer" / "val", args.limit or None)
     figures["recognizer_held_out_fonts"] = evaluate_recognizer(args.recognizer, crops)
+    lexicon = find_lexicon(args.recognizer)
+    if lexicon is not None:  # what the service reads by default; the line above is the bare model
+        figures["recognizer_held_out_fonts_lexicon"] = evaluate_recognizer(args.recognizer, crops, lexicon=lexicon)
 
     if (args.real_dev / "word.png").exists():
-        detector, recognizer = Detector(args.detector, image_size=args.imgsz), Recognizer(args.recognizer)
+        detector = Detector(args.detector, image_size=args.imgsz)
+        recognizer = Recognizer(args.recognizer, lexicon=lexicon)
         samples = {"word.png": "word", "line.png": "or work on line level"}
         real = {}
         for name, truth in samples.items():

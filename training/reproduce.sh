@@ -33,4 +33,5 @@ $PY -m training.train_recognizer --data data/synth/recognizer --out runs/recogni
 wait $DETECTOR_PID
 cp runs/detector/detector.pt runs/detector/metrics.json models/detector/
 cp runs/recognizer/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json,training_state.json} models/recognizer/
+$PY -m training.make_lexicon --out models/recognizer/lexicon.tsv
 $PY -m training.evaluate_models

@@ -59,8 +59,8 @@ def ctc_targets(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return flat, lengths
 
 
-def evaluate(model_dir: Path, rows: list[tuple[Path, str]], batch_size: int = 64) -> dict:
-    recognizer = Recognizer(model_dir, batch_size=batch_size)
+def evaluate(model_dir: Path, rows: list[tuple[Path, str]], batch_size: int = 64, lexicon=None) -> dict:
+    recognizer = Recognizer(model_dir, batch_size=batch_size, lexicon=lexicon)
     started = time.perf_counter()
     predictions = recognizer.predict([Image.open(path).convert("L") for path, _ in rows])
     seconds = time.perf_counter() - started

@@ -100,6 +100,10 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     port: int = 50053
     recognizer_model_dir: str = str(DEFAULT_RECOGNIZER_DIR)
     beam_size: int = 1
+    # "auto": the model directory's lexicon.tsv when it has one; "off"; or the path of a lexicon file
+    lexicon: str = "auto"
+    lexicon_weight: float = 1.0
+    lexicon_n_best: int = 5
     max_new_tokens: int = 32
     model_batch_size: int = 32
     max_crops_per_request: int = 512

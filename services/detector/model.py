@@ -129,7 +129,8 @@ def merge_nested(detections: list[Detection], containment: float = 0.8) -> list[
     for detection in sorted(detections, key=lambda d: d.score, reverse=True):
         for i, kept in enumerate(merged):
             if kept.class_id == detection.class_id and _contained(detection.box, kept.box, containment):
-                box = tuple(min(a, b) if k < 2 else max(a, b) for k, (a, b) in enumerate(zip(kept.box, detection.box)))
+                (l1, t1, r1, b1), (l2, t2, r2, b2) = kept.box, detection.box
+                box = (min(l1, l2), min(t1, t2), max(r1, r2), max(b1, b2))
                 merged[i] = Detection(kept.class_id, box, kept.score)
                 break
         else:

@@ -9,6 +9,9 @@ Confidence is the geometric mean of the probabilities the decoder gave to the to
 length-normalised log-probability, which is the same quantity for the chosen beam. It is in
 [0, 1]; 1 means every character was read with certainty. It is a model score, not a calibrated
 probability that the word is right, but it ranks words well for review.
+
+With a lexicon (services.recognizer.lexicon), the decoder proposes its `n_best` readings by beam
+search and the lexicon picks among them; the confidence stays the model's, of the chosen reading.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 
 from services.recognizer import compact_trocr  # registers the compact encoder with AutoModel
+from services.recognizer.lexicon import Lexicon
 
 logger = logging.getLogger("handwriting.recognizer")
 
@@ -83,13 +87,17 @@ class Recognizer:
         beam_size: int = 1,
         max_new_tokens: int = 32,
         batch_size: int = 32,
+        lexicon: Lexicon | None = None,
+        n_best: int = 5,
     ):
-        if beam_size < 1:
-            raise ValueError("beam_size must be >= 1")
+        if beam_size < 1 or n_best < 1:
+            raise ValueError("beam_size and n_best must be >= 1")
         self.device = device
         self.beam_size = beam_size
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.lexicon = lexicon
+        self.n_best = n_best
         checkpoint = load_checkpoint(model_dir, device)
         self.model = checkpoint.model.eval()
         self.tokenizer = checkpoint.tokenizer
@@ -108,30 +116,37 @@ class Recognizer:
 
     def _predict_batch(self, crops: list[Image.Image]) -> list[Recognition]:
         pixel_values = self.preprocess(crops).to(self.device)
+        n_best = self.n_best if self.lexicon is not None else 1
+        beams = max(self.beam_size, n_best)
+        beam_options = dict(num_beams=beams, num_return_sequences=n_best, length_penalty=1.0, early_stopping=True)
         output = self.model.generate(
             pixel_values,
-            num_beams=self.beam_size,
             max_new_tokens=self.max_new_tokens,
             output_scores=True,
             return_dict_in_generate=True,
-            **({"length_penalty": 1.0, "early_stopping": True} if self.beam_size > 1 else {}),
+            **(beam_options if beams > 1 else {}),
         )
-        texts = self.tokenizer.batch_decode(output.sequences, skip_special_tokens=True)
-        beam = self.beam_size > 1
-        confidences = output.sequences_scores.exp().tolist() if beam else self._greedy_confidences(output)
-        return [
-            Recognition(text.strip(), float(min(1.0, max(0.0, confidence))))
-            for text, confidence in zip(texts, confidences, strict=True)
-        ]
+        texts = [text.strip() for text in self.tokenizer.batch_decode(output.sequences, skip_special_tokens=True)]
+        if beams > 1:  # beam scores are length-normalised: the mean log-probability of each reading
+            mean_log_probs = output.sequences_scores
+        else:
+            scores = self.model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
+            emitted = self._emitted(output.sequences[:, -scores.shape[1] :])
+            mean_log_probs = scores.masked_fill(~emitted, 0.0).sum(dim=1) / emitted.sum(dim=1).clamp(min=1)
+        confidences = mean_log_probs.exp().clamp(0.0, 1.0).tolist()
+        if n_best == 1:
+            return [Recognition(text, confidence) for text, confidence in zip(texts, confidences, strict=True)]
+        lengths = self._emitted(output.sequences[:, 1:]).sum(dim=1).tolist()  # after the decoder start token
+        log_probs = [m * n for m, n in zip(mean_log_probs.tolist(), lengths, strict=True)]
+        results = []
+        for start in range(0, len(texts), n_best):
+            group = range(start, start + n_best)
+            best = start + self.lexicon.choose([(texts[i], log_probs[i]) for i in group])
+            results.append(Recognition(texts[best], confidences[best]))
+        return results
 
-    def _greedy_confidences(self, output) -> list[float]:
-        scores = self.model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
-        generated = output.sequences[:, -scores.shape[1] :]
+    def _emitted(self, generated: torch.Tensor) -> torch.Tensor:
+        """Mask of the tokens the decoder emitted: up to and including the first end-of-sequence."""
         eos = self.model.generation_config.eos_token_id
-        eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos])
-        is_eos = torch.isin(generated, eos_ids)
-        # count tokens up to and including the first end-of-sequence
-        after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
-        valid = ~after_eos
-        mean_log_prob = (scores.masked_fill(~valid, 0.0).sum(dim=1)) / valid.sum(dim=1).clamp(min=1)
-        return mean_log_prob.exp().tolist()
+        is_eos = torch.isin(generated, torch.tensor(eos if isinstance(eos, list) else [eos], device=generated.device))
+        return (is_eos.cumsum(dim=1) - is_eos.long()) == 0

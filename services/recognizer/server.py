@@ -15,6 +15,7 @@ from services.common.server import RunningServer, run, start_model_service
 from services.common.servicer import ModelNotReady, rpc_errors
 from services.common.settings import RecognizerSettings
 from services.common.tracing import span
+from services.recognizer.lexicon import find_lexicon
 from services.recognizer.model import Recognizer
 
 logger = logging.getLogger("handwriting.recognizer")
@@ -48,12 +49,15 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
     def load(self) -> None:
         if self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
+        lexicon = find_lexicon(self.settings.recognizer_model_dir, self.settings.lexicon, self.settings.lexicon_weight)
         self.recognizer = Recognizer(
             self.settings.recognizer_model_dir,
             device=self.settings.device,
             beam_size=self.settings.beam_size,
             max_new_tokens=self.settings.max_new_tokens,
             batch_size=self.settings.model_batch_size,
+            lexicon=lexicon,
+            n_best=self.settings.lexicon_n_best,
         )
 
 
