@@ -87,10 +87,11 @@ def test_sample_page_is_read_through_grpc(stack, sample_page):
     page = response.page
     truth_words = TRUTH.split()
     words = [word for line in page.lines for word in line.words]
-    assert abs(len(words) - len(truth_words)) <= 0.5 * len(truth_words)
-    assert abs(len(page.lines) - len(TRUTH.splitlines())) <= 2
+    # the shipped models on a hand they never trained on (measured: every word found, CER 0.036)
+    assert abs(len(words) - len(truth_words)) <= 0.05 * len(truth_words)
+    assert len(page.lines) == len(TRUTH.splitlines())
     cer, _ = error_rates([TRUTH], [page.text])
-    assert cer < 0.6, page.text
+    assert cer < 0.10, page.text
     for word in words:
         xs = [v.x for v in word.bounding_poly.vertices]
         assert 0 <= min(xs) < max(xs) <= page.width and 0 <= word.confidence <= 1
