@@ -2,7 +2,7 @@
 # Reproduces the shipped models on a 2-core CPU machine, the way they were made (see the model
 # cards for the figures of each round):
 #   round 1, from scratch, about 2 hours: synthetic data (~3 min), then the detector on pages
-#     (~66 min, 1 thread) beside the recognizer (~80 min, 1 thread);
+#     (~60 min, 1 thread) beside the recognizer (~80 min, 1 thread);
 #   round 2 (ROUND=2), about 1.6 hours: both continue from models/ at a lower learning rate, the
 #     detector on pages plus line strips (~45 min), the recognizer for 95 min.
 # Each round copies its results into models/ and ends with the evaluation. Later rounds can keep
