@@ -4,7 +4,7 @@
 #   round 1, from scratch, about 2 hours: synthetic data (~3 min), then the detector on pages
 #     (~60 min, 1 thread) beside the recognizer (~80 min, 1 thread);
 #   round 2 (ROUND=2), about 1.6 hours: both continue from models/ at a lower learning rate, the
-#     detector on pages plus line strips (~45 min), the recognizer for 95 min.
+#     detector on pages plus line strips (~45 min), the recognizer for 75 min (as shipped).
 # Each round copies its results into models/ and ends with the evaluation. Later rounds can keep
 # resuming from models/ with ROUND=2.
 set -euo pipefail
@@ -23,7 +23,7 @@ if [ "${ROUND:-1}" = 1 ]; then
 else
   DETECTOR=(--data data/detector-all.yaml --config training/configs/detector_cpu_continue.yaml
     --init-from models/detector/detector.pt)
-  RECOGNIZER=(--config training/configs/recognizer_cpu_continue.json --minutes 95 --seed 1
+  RECOGNIZER=(--config training/configs/recognizer_cpu_anneal.json --minutes 75 --seed 2
     --init-from models/recognizer)
 fi
 $PY -m training.train_detector "${DETECTOR[@]}" --out runs/detector --threads 1 > runs/detector.log 2>&1 &

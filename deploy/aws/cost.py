@@ -7,7 +7,7 @@
 Prices (with their date) are in deploy/aws/prices.json. Model instances per hour follow the
 traffic: a day has `busy_hours` at `peak_factor` times the quiet rate; each stage runs enough
 instances to keep them under `target_utilization`, within its min/max. Per-page seconds come from
-prices.json (CPU: measured by training/benchmark.py; GPU: an estimate until measured).
+prices.json (CPU: measured by benchmarks/latency.py; GPU: an estimate until measured).
 """
 
 from __future__ import annotations
