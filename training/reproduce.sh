@@ -3,7 +3,7 @@
 # cards for the figures of each round):
 #   round 1, from scratch, about 2 hours: synthetic data (~3 min), then the detector on pages
 #     (~60 min, 1 thread) beside the recognizer (~80 min, 1 thread);
-#   round 2 (ROUND=2), about 1.6 hours: both continue from models/ at a lower learning rate, the
+#   round 2 (ROUND=2), about 1.3 hours: both continue from models/ at a lower learning rate, the
 #     detector on pages plus line strips (~45 min), the recognizer for 75 min (as shipped).
 # Each round copies its results into models/ and ends with the evaluation. Later rounds can keep
 # resuming from models/ with ROUND=2.
