@@ -43,6 +43,9 @@ def tiny_recognizer_dir(tmp_path_factory) -> Path:
     from services.recognizer import compact_trocr
 
     path = tmp_path_factory.mktemp("tiny-recognizer")
+    import torch
+
+    torch.manual_seed(0)  # the same random weights every run, so what the model reads is reproducible
     tokenizer = compact_trocr.build_char_tokenizer()
     model = compact_trocr.build_model(
         tokenizer,
@@ -78,6 +81,9 @@ def tiny_stock_trocr_dir(tmp_path_factory) -> Path:
     from services.recognizer import compact_trocr
 
     path = tmp_path_factory.mktemp("tiny-stock-trocr")
+    import torch
+
+    torch.manual_seed(0)
     tokenizer = compact_trocr.build_char_tokenizer()
     encoder = ViTModel(
         ViTConfig(

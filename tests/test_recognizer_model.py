@@ -62,7 +62,8 @@ def test_greedy_confidence_is_the_geometric_mean_of_token_probabilities(tiny_rec
     generated = output.sequences[0, 1:].tolist()
     eos = model.generation_config.eos_token_id
     emitted = generated[: generated.index(eos) + 1] if eos in generated else generated
-    assert [t for t in emitted if t != eos][: len(ids)] == ids[: len(emitted)]
+    # the text is what was emitted less special tokens (a random model may emit e.g. padding mid-word)
+    assert [t for t in emitted if t not in tokenizer.all_special_ids] == ids
     with torch.inference_mode():
         decoder_input = torch.tensor([[model.config.decoder_start_token_id] + emitted[:-1]])
         logits = model(pixel_values=recognizer.preprocess(crop), decoder_input_ids=decoder_input).logits
@@ -133,3 +134,34 @@ def test_lexicon_chooses_among_the_decoders_n_best(tiny_recognizer_dir):
 
 def lexicon_core(text: str) -> str:
     return " ".join(_CORE.match(token).group(1).lower() for token in text.split())
+
+
+def test_lexicon_proposes_near_words_in_the_readings_case_and_punctuation(tmp_path):
+    lexicon = Lexicon({"the": 7.7, "then": 6.0, "toe": 3.1, "freedoms": 3.5, "freedom": 4.5})
+    assert lexicon.near("tke") == ["the", "toe"]  # one edit for short words ("then" is two), frequent first
+    assert lexicon.near('"Tke,"') == ['"The,"', '"Toe,"']
+    assert lexicon.near("TREEDOMS") == ["FREEDOMS", "FREEDOM"]  # two edits for longer words
+    assert lexicon.near("the") == lexicon.near("The") == []  # known words stay
+    assert lexicon.near("319") == lexicon.near("tke tke") == lexicon.near("") == []  # numbers, phrases
+    assert lexicon.near("xqzv") == []
+    assert Lexicon({"the": 7.7}, max_near=0).near("tke") == []
+
+
+@pytest.mark.parametrize("fixture", ["tiny_recognizer_dir", "tiny_stock_trocr_dir"])
+def test_near_words_are_scored_by_teacher_forcing(fixture, request):
+    recognizer = Recognizer(request.getfixturevalue(fixture), max_new_tokens=6, lexicon=Lexicon({"the": 7.7}))
+    pixels = recognizer.preprocess(crops(2))
+    groups = [[("tke", -30.0, 0.1)], [("19", -1.0, 0.7)]]  # a decoder's best readings: a non-word, a number
+    with torch.inference_mode():
+        recognizer._add_near_words(pixels, groups)
+        model, tokenizer = recognizer.model, recognizer.tokenizer
+        target = tokenizer("the", add_special_tokens=False).input_ids + [model.generation_config.eos_token_id]
+        decoder_input = torch.tensor([[model.generation_config.decoder_start_token_id] + target[:-1]])
+        logits = model(pixel_values=pixels[:1], decoder_input_ids=decoder_input).logits
+        expected = float(logits.log_softmax(-1)[0, torch.arange(len(target)), torch.tensor(target)].sum())
+    assert groups[1] == [("19", -1.0, 0.7)]
+    (text, log_prob, confidence) = groups[0][1]
+    assert text == "the" and log_prob == pytest.approx(expected, abs=1e-4)
+    assert confidence == pytest.approx(math.exp(expected / len(target)), rel=1e-4)
+    # the lexicon then picks the word when the image does not rule it out
+    assert recognizer.lexicon.choose([(t, lp) for t, lp, _ in groups[0]]) == 1

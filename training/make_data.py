@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import random
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -95,7 +96,9 @@ def make_split(out: Path, split: str, pages: int, seed: int, workers: int, strip
     jobs = [(split, seed, index, out, "page") for index in range(pages)]
     jobs += [(split, seed, index, out, "strip") for index in range(strips)]
     rows: list[str] = []
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(split,)) as pool:
+    # forkserver, not fork: forking a process that runs threads (torch, gRPC, a test runner) can crash the child
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(split,)) as pool:
         for page_rows in pool.map(_make_page, jobs, chunksize=8):
             rows.extend(page_rows)
     (out / "recognizer" / split / "labels.tsv").write_text("\n".join(rows) + "\n")

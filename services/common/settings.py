@@ -102,7 +102,7 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     beam_size: int = 1
     # "auto": the model directory's lexicon.tsv when it has one; "off"; or the path of a lexicon file
     lexicon: str = "auto"
-    lexicon_weight: float = 1.0
+    lexicon_weight: float = 1.5  # services.recognizer.lexicon.DEFAULT_WEIGHT (not imported: no rapidfuzz here)
     lexicon_n_best: int = 5
     max_new_tokens: int = 32
     model_batch_size: int = 32

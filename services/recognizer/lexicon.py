@@ -7,7 +7,13 @@ Zipf frequency is log10 of a word's occurrences per billion words (about 1 for r
 "the"). Words are looked up in lower case without surrounding punctuation; a word made of letters
 that the lexicon lacks counts as `oov_zipf`, anything with digits or symbols as `neutral_zipf`, so
 numbers, codes and names are left to the model. The rescoring never invents a reading: it only
-chooses among what the decoder proposed, so an unknown word still comes out when the model is sure.
+chooses among readings the model itself scores, so an unknown word still comes out when the model is
+sure.
+
+The readings are the decoder's n best (beam search) and, when the best of them is not a word the
+lexicon knows, the lexicon words within a small edit distance of it (`near`: 1 edit for words of up
+to 4 letters, 2 for longer ones), in the reading's case and with its punctuation; the recognizer
+scores those by teacher forcing, so "tke" can become "the" only if the image supports it.
 
 The lexicon is a `lexicon.tsv` file (word TAB zipf) next to the model, made by
 `python -m training.make_lexicon`; without one the recognizer decodes as before.
@@ -17,19 +23,35 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
+
 LEXICON_FILE = "lexicon.tsv"
+DEFAULT_WEIGHT = 1.5  # tuned on a development set of held-out hands, see models/recognizer/README.md
 _CORE = re.compile(r"^[^\w]*(.*?)[^\w]*$")
+_TOKEN = re.compile(r"^([^\w\s]*)(\w+)([^\w\s]*)$")
+
+
+def _same_case(word: str, like: str) -> str:
+    if len(like) > 1 and like.isupper():
+        return word.upper()
+    return word[:1].upper() + word[1:] if like[:1].isupper() else word
 
 
 @dataclass(frozen=True)
 class Lexicon:
     zipf: dict[str, float]
-    weight: float = 1.0
+    weight: float = DEFAULT_WEIGHT
     oov_zipf: float = 1.0
     neutral_zipf: float = 3.0
+    max_near: int = 8
+    _words: list[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_words", list(self.zipf))
 
     @classmethod
     def load(cls, path: str | Path, **options: float) -> Lexicon:
@@ -56,13 +78,28 @@ class Lexicon:
                 total += self.zipf.get(core, self.neutral_zipf)
         return math.log(10) * total
 
+    def near(self, text: str) -> list[str]:
+        """Lexicon words close to a one-word reading the lexicon lacks, most frequent first, spelled in
+        the reading's case and with its punctuation; [] for words it knows, numbers and phrases."""
+        match = _TOKEN.match(text)
+        if match is None:
+            return []
+        before, core, after = match.groups()
+        lower = core.lower()
+        if not lower.isalpha() or lower in self.zipf:
+            return []
+        edits = 1 if len(lower) <= 4 else 2
+        found = process.extract(lower, self._words, scorer=Levenshtein.distance, score_cutoff=edits, limit=None)
+        found.sort(key=lambda hit: (hit[1], -self.zipf[hit[0]]))
+        return [before + _same_case(word, core) + after for word, _, _ in found[: self.max_near]]
+
     def choose(self, readings: list[tuple[str, float]]) -> int:
         """Index of the best of `readings`, each (text, summed log-probability under the model)."""
         scores = [log_prob + self.weight * self.prior(text) for text, log_prob in readings]
         return max(range(len(readings)), key=scores.__getitem__)
 
 
-def find_lexicon(model_dir: str | Path, choice: str = "auto", weight: float = 1.0) -> Lexicon | None:
+def find_lexicon(model_dir: str | Path, choice: str = "auto", weight: float = DEFAULT_WEIGHT) -> Lexicon | None:
     """The lexicon a recognizer uses. `choice`: "auto" (the model directory's lexicon.tsv when it has
     one), "off", or the path of a lexicon file (which must exist)."""
     if choice.lower() in ("off", "none", ""):

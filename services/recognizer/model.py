@@ -11,12 +11,14 @@ length-normalised log-probability, which is the same quantity for the chosen bea
 probability that the word is right, but it ranks words well for review.
 
 With a lexicon (services.recognizer.lexicon), the decoder proposes its `n_best` readings by beam
-search and the lexicon picks among them; the confidence stays the model's, of the chosen reading.
+search, joined by the lexicon words near the best of them (scored by teacher forcing), and the lexicon
+picks among them; the confidence stays the model's, of the chosen reading.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
+from transformers.modeling_outputs import BaseModelOutput
 
 from services.recognizer import compact_trocr  # registers the compact encoder with AutoModel
 from services.recognizer.lexicon import Lexicon
@@ -138,12 +141,58 @@ class Recognizer:
             return [Recognition(text, confidence) for text, confidence in zip(texts, confidences, strict=True)]
         lengths = self._emitted(output.sequences[:, 1:]).sum(dim=1).tolist()  # after the decoder start token
         log_probs = [m * n for m, n in zip(mean_log_probs.tolist(), lengths, strict=True)]
+        groups = [
+            [(texts[i], log_probs[i], confidences[i]) for i in range(start, start + n_best)]
+            for start in range(0, len(texts), n_best)
+        ]
+        self._add_near_words(pixel_values, groups)
         results = []
-        for start in range(0, len(texts), n_best):
-            group = range(start, start + n_best)
-            best = start + self.lexicon.choose([(texts[i], log_probs[i]) for i in group])
-            results.append(Recognition(texts[best], confidences[best]))
+        for readings in groups:
+            text, _, confidence = readings[self.lexicon.choose([(t, lp) for t, lp, _ in readings])]
+            results.append(Recognition(text, confidence))
         return results
+
+    def _add_near_words(self, pixel_values: torch.Tensor, groups: list[list[tuple[str, float, float]]]) -> None:
+        """Add to each crop's readings the lexicon words near its best reading, scored by the model."""
+        wanted = []  # (crop index, candidate)
+        for crop, readings in enumerate(groups):
+            known = {text for text, _, _ in readings}
+            wanted += [(crop, near) for near in self.lexicon.near(readings[0][0]) if near not in known]
+        if not wanted:
+            return
+        rows = sorted({crop for crop, _ in wanted})
+        encoded = self.model.encoder(pixel_values=pixel_values[rows]).last_hidden_state
+        row_of = {crop: i for i, crop in enumerate(rows)}
+        log_probs, lengths = self._score(encoded[[row_of[crop] for crop, _ in wanted]], [text for _, text in wanted])
+        for (crop, text), log_prob, length in zip(wanted, log_probs, lengths, strict=True):
+            groups[crop].append((text, log_prob, min(1.0, math.exp(log_prob / max(1, length)))))
+
+    def _score(self, encoder_states: torch.Tensor, texts: list[str]) -> tuple[list[float], list[int]]:
+        """Summed log-probability of each text (end token included) under the decoder, by teacher forcing."""
+        config = self.model.generation_config
+        eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
+        start = config.decoder_start_token_id
+        if start is None:
+            start = self.model.config.decoder_start_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        token_ids = self.tokenizer(texts, add_special_tokens=False).input_ids
+        targets = [ids[: self.max_new_tokens - 1] + [eos] for ids in token_ids]
+        width = max(len(t) for t in targets)
+        labels = torch.full((len(texts), width), -100, dtype=torch.long)
+        inputs = torch.full((len(texts), width), pad, dtype=torch.long)
+        for row, target in enumerate(targets):
+            labels[row, : len(target)] = torch.tensor(target)
+            inputs[row, 0] = start
+            inputs[row, 1 : len(target)] = torch.tensor(target[:-1])
+        labels, inputs = labels.to(self.device), inputs.to(self.device)
+        logits = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_states),
+            decoder_input_ids=inputs,
+            decoder_attention_mask=(labels != -100).long(),
+        ).logits
+        token_log_probs = logits.log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        token_log_probs = token_log_probs.masked_fill(labels == -100, 0.0)
+        return token_log_probs.sum(dim=1).tolist(), [len(t) for t in targets]
 
     def _emitted(self, generated: torch.Tensor) -> torch.Tensor:
         """Mask of the tokens the decoder emitted: up to and including the first end-of-sequence."""
