@@ -4,9 +4,11 @@
 #   round 1, from scratch, about 2 hours: synthetic data (~3 min), then the detector on pages
 #     (~60 min, 1 thread) beside the recognizer (~80 min, 1 thread);
 #   round 2 (ROUND=2), about 1.3 hours: both continue from models/ at a lower learning rate, the
-#     detector on pages plus line strips (~45 min), the recognizer for 75 min (as shipped).
+#     detector on pages plus line strips (~45 min), the recognizer for 75 min;
+#   round 3 (ROUND=3), about 1.5 hours: the recognizer alone (2 threads, 80 min) continues from
+#     models/ on freshly rendered training pages (seed 7: new text and effects, same training fonts).
 # Each round copies its results into models/ and ends with the evaluation. Later rounds can keep
-# resuming from models/ with ROUND=2.
+# resuming from models/ with ROUND=2 or ROUND=3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -16,6 +18,18 @@ mkdir -p runs
 [ -f data/synth-strips/detector/data.yaml ] || $PY -m training.make_data --out data/synth-strips \
   --train-pages 0 --val-pages 0 --train-strips 1500 --val-strips 100
 $PY -m training.combine_datasets data/synth data/synth-strips --out data/detector-all.yaml
+
+RECOGNIZER_FILES=(config.json generation_config.json model.safetensors tokenizer.json tokenizer_config.json
+  training_state.json)
+if [ "${ROUND:-1}" = 3 ]; then
+  [ -f data/synth-s7/recognizer/train/labels.tsv ] || $PY -m training.make_data --out data/synth-s7 \
+    --train-pages 1200 --val-pages 60 --seed 7
+  OMP_NUM_THREADS=2 $PY -m training.train_recognizer --data data/synth-s7/recognizer --out runs/recognizer \
+    --config training/configs/recognizer_cpu_anneal.json --minutes 80 --seed 3 --threads 2 \
+    --init-from models/recognizer > runs/recognizer.log 2>&1
+  for f in "${RECOGNIZER_FILES[@]}"; do cp "runs/recognizer/$f" models/recognizer/; done
+  exec $PY -m training.evaluate_models
+fi
 
 if [ "${ROUND:-1}" = 1 ]; then
   DETECTOR=(--data data/synth/detector/data.yaml --config training/configs/detector_cpu.yaml)
@@ -32,6 +46,6 @@ $PY -m training.train_recognizer --data data/synth/recognizer --out runs/recogni
   "${RECOGNIZER[@]}" > runs/recognizer.log 2>&1
 wait $DETECTOR_PID
 cp runs/detector/detector.pt runs/detector/metrics.json models/detector/
-cp runs/recognizer/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json,training_state.json} models/recognizer/
+for f in "${RECOGNIZER_FILES[@]}"; do cp "runs/recognizer/$f" models/recognizer/; done
 $PY -m training.make_lexicon --out models/recognizer/lexicon.tsv
 $PY -m training.evaluate_models
