@@ -153,7 +153,7 @@ def test_near_words_are_scored_by_teacher_forcing(fixture, request):
     pixels = recognizer.preprocess(crops(2))
     groups = [[("tke", -30.0, 0.1)], [("19", -1.0, 0.7)]]  # a decoder's best readings: a non-word, a number
     with torch.inference_mode():
-        recognizer._add_near_words(pixels, groups)
+        recognizer._add_near_words(recognizer.model.encoder(pixel_values=pixels).last_hidden_state, groups)
         model, tokenizer = recognizer.model, recognizer.tokenizer
         target = tokenizer("the", add_special_tokens=False).input_ids + [model.generation_config.eos_token_id]
         decoder_input = torch.tensor([[model.generation_config.decoder_start_token_id] + target[:-1]])

@@ -122,8 +122,11 @@ class Recognizer:
         n_best = self.n_best if self.lexicon is not None else 1
         beams = max(self.beam_size, n_best)
         beam_options = dict(num_beams=beams, num_return_sequences=n_best, length_penalty=1.0, early_stopping=True)
+        encoded = self.model.encoder(pixel_values=pixel_values)  # once: decoding and near-word scoring share it
+        encoder_states = encoded.last_hidden_state
         output = self.model.generate(
             pixel_values,
+            encoder_outputs=encoded,
             max_new_tokens=self.max_new_tokens,
             output_scores=True,
             return_dict_in_generate=True,
@@ -145,25 +148,24 @@ class Recognizer:
             [(texts[i], log_probs[i], confidences[i]) for i in range(start, start + n_best)]
             for start in range(0, len(texts), n_best)
         ]
-        self._add_near_words(pixel_values, groups)
+        self._add_near_words(encoder_states, groups)
         results = []
         for readings in groups:
             text, _, confidence = readings[self.lexicon.choose([(t, lp) for t, lp, _ in readings])]
             results.append(Recognition(text, confidence))
         return results
 
-    def _add_near_words(self, pixel_values: torch.Tensor, groups: list[list[tuple[str, float, float]]]) -> None:
-        """Add to each crop's readings the lexicon words near its best reading, scored by the model."""
+    def _add_near_words(self, encoder_states: torch.Tensor, groups: list[list[tuple[str, float, float]]]) -> None:
+        """Add to each crop's readings the lexicon words near its best reading, scored by the model.
+        `encoder_states`: the encoder's output for the crops, one row per group."""
         wanted = []  # (crop index, candidate)
         for crop, readings in enumerate(groups):
             known = {text for text, _, _ in readings}
             wanted += [(crop, near) for near in self.lexicon.near(readings[0][0]) if near not in known]
         if not wanted:
             return
-        rows = sorted({crop for crop, _ in wanted})
-        encoded = self.model.encoder(pixel_values=pixel_values[rows]).last_hidden_state
-        row_of = {crop: i for i, crop in enumerate(rows)}
-        log_probs, lengths = self._score(encoded[[row_of[crop] for crop, _ in wanted]], [text for _, text in wanted])
+        crops = [crop for crop, _ in wanted]
+        log_probs, lengths = self._score(encoder_states[crops], [text for _, text in wanted])
         for (crop, text), log_prob, length in zip(wanted, log_probs, lengths, strict=True):
             groups[crop].append((text, log_prob, min(1.0, math.exp(log_prob / max(1, length)))))
 
