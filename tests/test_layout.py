@@ -74,3 +74,12 @@ def test_nested_detections_of_one_word_merge_into_their_union():
     # words that merely touch or overlap a little stay apart
     apart = [Detection(WORD, (0, 0, 50, 20), 0.9), Detection(WORD, (45, 0, 95, 20), 0.8)]
     assert merge_nested(apart) == apart
+
+
+def test_slivers_much_flatter_than_the_words_are_dropped():
+    from services.orchestrator.layout import drop_slivers
+
+    words = [(10, 10, 60, 35), (70, 12, 120, 36), (130, 9, 170, 35)]
+    edge_strip = (0, 475, 124, 480)  # what the detector once found along the bottom edge of a page
+    assert drop_slivers([*words, edge_strip]) == [0, 1, 2]
+    assert drop_slivers([(0, 0, 9, 3), (0, 10, 50, 30)]) == [0, 1]  # too few words to judge

@@ -187,3 +187,16 @@ def test_iam_preparation_with_standard_splits(tmp_path):
     # the page was cropped to the handwriting: word boxes are relative to the crop, 40 px margin
     page = json.loads((out / "pages" / "train" / "a01-000u.json").read_text())
     assert page["words"][0]["box"][:2] == [40, 40]
+
+
+def test_box_jitter_moves_the_edges_and_keeps_the_paper_colour():
+    crop = Image.new("L", (120, 40), 230)
+    crop.paste(0, (20, 10, 100, 30))  # the "ink"
+    rng = random.Random(1)
+    jittered = [train_recognizer.jitter_crop(crop, rng, 0.1) for _ in range(20)]
+    sizes = {j.size for j in jittered}
+    assert len(sizes) > 10 and all(abs(w - 120) <= 16 and abs(h - 40) <= 16 for w, h in sizes)
+    assert any(w > 120 for w, _ in sizes) and any(w < 120 for w, _ in sizes)
+    for j in jittered:  # grown or cut, the corners are paper, never a fill colour of its own
+        assert {j.getpixel((0, 0)), j.getpixel((j.width - 1, j.height - 1))} == {230}
+    assert train_recognizer.jitter_crop(crop, rng, 0.0) is crop

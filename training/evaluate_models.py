@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--real-dev", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "real-dev")
     parser.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR_WEIGHTS)
     parser.add_argument("--recognizer", type=Path, default=DEFAULT_RECOGNIZER_DIR)
-    parser.add_argument("--imgsz", type=int, default=512)
+    parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N crops (quick checks)")
     args = parser.parse_args(argv)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from services.recognizer import compact_trocr
 from services.recognizer.model import LoadedCheckpoint, Recognizer, load_checkpoint
@@ -32,6 +32,24 @@ def read_split(folder: Path, limit: int | None = None) -> list[tuple[Path, str]]
             name, text = line.split("\t", 1)
             rows.append((folder / name, text))
     return rows[:limit] if limit else rows
+
+
+def jitter_crop(crop: Image.Image, rng: random.Random, amount: float) -> Image.Image:
+    """Move each edge of a word crop in or out by up to `amount` x its height, as a detector's box
+    would: training crops are cut from exact boxes, the service cuts them from detected ones.
+    Space added outside is filled with the crop's paper colour (the median of its border)."""
+    if amount <= 0:
+        return crop
+    h = crop.height
+    left, top, right, bottom = (round(rng.uniform(-amount, amount) * h) for _ in range(4))
+    cut = (max(0, -left), max(0, -top), crop.width - max(0, -right), crop.height - max(0, -bottom))
+    if cut[2] - cut[0] < 4 or cut[3] - cut[1] < 4:
+        return crop
+    border = sorted(
+        [*crop.crop((0, 0, crop.width, 1)).getdata(), *crop.crop((0, h - 1, crop.width, h)).getdata()]
+    )
+    paper = border[len(border) // 2]
+    return ImageOps.expand(crop.crop(cut), (max(0, left), max(0, top), max(0, right), max(0, bottom)), fill=paper)
 
 
 def label_ids(tokenizer, texts: list[str], decoder_start: int, eos: int, max_length: int) -> torch.Tensor:
@@ -167,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     while step < args.max_steps and time.perf_counter() - started < budget:
         batch = rng.sample(train_rows, config["batch_size"])
         texts = [t for _, t in batch]
-        pixel_values = preprocess([Image.open(p).convert("L") for p, _ in batch]).to(args.device)
+        crops = [jitter_crop(Image.open(p).convert("L"), rng, config.get("box_jitter", 0.0)) for p, _ in batch]
+        pixel_values = preprocess(crops).to(args.device)
         labels = label_ids(tokenizer, texts, decoder_start, eos, config["max_length"]).to(args.device)
         encoder_outputs = model.encoder(pixel_values=pixel_values)
         output = model(encoder_outputs=encoder_outputs, labels=labels)

@@ -27,6 +27,15 @@ def padded_box(
     )
 
 
+def fit_within(image: Image.Image, max_side: int) -> tuple[Image.Image, float]:
+    """`image` downscaled so its longer side is at most `max_side` (never upscaled), and the scale."""
+    scale = min(1.0, max_side / max(image.width, image.height))
+    if scale == 1.0:
+        return image, scale
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.BILINEAR), scale
+
+
 def crop_word(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
     """Cut one box out of a page as 8-bit grayscale, the recognizer's input."""
     gray = image if image.mode == "L" else image.convert("L")
@@ -34,3 +43,14 @@ def crop_word(image: Image.Image, box: tuple[float, float, float, float]) -> Ima
     if right <= left or bottom <= top:
         return Image.new("L", (1, 1), 255)
     return gray.crop((left, top, right, bottom))
+
+
+MAX_CROP_HEIGHT = 96  # crops are downscaled to this before they travel; models read 32-384 px
+
+
+def shrink_crop(crop: Image.Image) -> Image.Image:
+    """A crop taller than MAX_CROP_HEIGHT scaled down to it, keeping its aspect ratio."""
+    if crop.height <= MAX_CROP_HEIGHT:
+        return crop
+    width = max(1, round(crop.width * MAX_CROP_HEIGHT / crop.height))
+    return crop.resize((width, MAX_CROP_HEIGHT), Image.BILINEAR)

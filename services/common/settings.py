@@ -88,8 +88,10 @@ class ImageLimits:
 class DetectorSettings(ServerSettings, ImageLimits):
     port: int = 50052
     detector_weights: str = str(DEFAULT_DETECTOR_WEIGHTS)
-    detector_image_size: int = 512
+    # 640 px with NMS at IoU 0.3: see models/detector/README.md ("Inference settings")
+    detector_image_size: int = 640
     detector_min_score: float = 0.25
+    detector_iou: float = 0.3
     device: str = "cpu"
     torch_threads: int = 0
     service_name: str = "detector"

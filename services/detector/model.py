@@ -66,9 +66,9 @@ class Detector:
         self,
         weights: str | Path,
         device: str = "cpu",
-        image_size: int = 512,
+        image_size: int = 640,
         min_score: float = 0.25,
-        iou: float = 0.5,
+        iou: float = 0.3,  # words on a page barely overlap: a second box over a word is a duplicate
         max_detections: int = 1000,
     ):
         weights = Path(weights)

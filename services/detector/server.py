@@ -57,6 +57,7 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
             device=self.settings.device,
             image_size=self.settings.detector_image_size,
             min_score=self.settings.detector_min_score,
+            iou=self.settings.detector_iou,
         )
 
 

@@ -20,15 +20,13 @@ from handwriting.v1 import detector_service_pb2_grpc as detector_grpc
 from handwriting.v1 import geometry_pb2, page_pb2
 from handwriting.v1 import recognizer_service_pb2 as recognizer_pb
 from handwriting.v1 import recognizer_service_pb2_grpc as recognizer_grpc
-from services.common.crops import crop_word
+from services.common.crops import crop_word, fit_within, shrink_crop
 from services.common.images import image_to_raw
 from services.common.settings import OrchestratorSettings
 from services.common.tracing import span
-from services.orchestrator.layout import Box, group_into_lines
+from services.orchestrator.layout import Box, drop_slivers, group_into_lines
 
 logger = logging.getLogger("handwriting.orchestrator")
-
-MAX_CROP_HEIGHT = 96  # crops are downscaled to this before they travel; models read 32-384 px
 
 
 class DownstreamError(Exception):
@@ -73,6 +71,7 @@ class OcrPipeline:
         started = time.perf_counter()
         with span("detect_call"):
             words = await self._detect(image, deadline, min_score)
+            words = [words[i] for i in drop_slivers([box for box, _ in words])]
         detect_ms = 1000 * (time.perf_counter() - started)
         page = page_pb2.Page(width=image.width, height=image.height)
         if not words:
@@ -83,7 +82,7 @@ class OcrPipeline:
             lines = group_into_lines(boxes)
             order = [index for line in lines for index in line]
             gray = image.convert("L")
-            crops = [_shrink(crop_word(gray, boxes[index])) for index in order]
+            crops = [shrink_crop(crop_word(gray, boxes[index])) for index in order]
         started = time.perf_counter()
         recognitions = await self._recognize(crops, deadline)
         recognize_ms = 1000 * (time.perf_counter() - started)
@@ -125,12 +124,7 @@ class OcrPipeline:
         return PageResult(page, detect_ms, recognize_ms)
 
     async def _detect(self, image: Image.Image, deadline: float, min_score: float) -> list[tuple[Box, float]]:
-        scale = min(1.0, self.settings.detector_max_side / max(image.width, image.height))
-        sent = (
-            image
-            if scale == 1.0
-            else image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
-        )
+        sent, _ = fit_within(image, self.settings.detector_max_side)
         request = detector_pb.DetectRequest(image=image_to_raw(sent), min_score=min_score)
         response = await self._call("detector", self.detector.Detect, request, deadline)
         to_page_x = image.width / response.image_width if response.image_width else 1.0
@@ -190,9 +184,3 @@ class OcrPipeline:
                 code = grpc.StatusCode.INTERNAL
             raise DownstreamError(stage, code, error.details() or code.name) from error
 
-
-def _shrink(crop: Image.Image) -> Image.Image:
-    if crop.height <= MAX_CROP_HEIGHT:
-        return crop
-    width = max(1, round(crop.width * MAX_CROP_HEIGHT / crop.height))
-    return crop.resize((width, MAX_CROP_HEIGHT), Image.BILINEAR)
