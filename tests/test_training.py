@@ -100,9 +100,19 @@ def test_recognizer_trains_resumes_and_fine_tunes(synth, tmp_path, tiny_stock_tr
     assert len(Recognizer(first, max_new_tokens=4).predict([Image.new("L", (40, 20), 255)])) == 1
 
     resumed = tmp_path / "resumed"
-    train_recognizer.main([*common, "--out", str(resumed), "--max-steps", "2", "--init-from", str(first)])
+    val = tmp_path / "other-val"  # validation crops from elsewhere pick the checkpoint
+    val.mkdir()
+    rows = (synth / "recognizer" / "val" / "labels.tsv").read_text().splitlines()[:3]
+    for row in rows:
+        name = row.split("\t")[0]
+        (val / name).write_bytes((synth / "recognizer" / "val" / name).read_bytes())
+    (val / "labels.tsv").write_text("\n".join(rows) + "\n")
+    train_recognizer.main(
+        [*common, "--out", str(resumed), "--max-steps", "2", "--init-from", str(first), "--val", str(val)]
+    )
     state = json.loads((resumed / "training_state.json").read_text())
     assert state["steps"] == 5 and len(state["recipe"]) == 2
+    assert state["history"][-1]["crops"] == 3 and state["recipe"][-1]["val"] == str(val)
 
     finetuned = tmp_path / "finetuned"
     train_recognizer.main(

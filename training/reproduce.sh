@@ -7,9 +7,11 @@
 #     detector on pages plus line strips (~45 min), the recognizer for 75 min;
 #   round 3 (ROUND=3), about 2.2 hours: the recognizer alone (2 threads) continues from models/ for
 #     80 min on freshly rendered training pages (seed 7: new text and effects, same training fonts),
-#     then 38 min more on the first pages (shipped as rounds 3 and 4 of the model card).
+#     then 38 min more on the first pages (shipped as rounds 3 and 4 of the model card);
+#   round 5 (ROUND=5), about 1.6 hours: the recognizer alone (2 threads) continues from models/ for
+#     85 min on pages rendered with seed 11, each crop's edges jittered as detected boxes are.
 # Each round copies its results into models/ and ends with the evaluation. Later rounds can keep
-# resuming from models/ with ROUND=2 or ROUND=3.
+# resuming from models/ with ROUND=2, 3 or 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -22,6 +24,15 @@ $PY -m training.combine_datasets data/synth data/synth-strips --out data/detecto
 
 RECOGNIZER_FILES=(config.json generation_config.json model.safetensors tokenizer.json tokenizer_config.json
   training_state.json)
+if [ "${ROUND:-1}" = 5 ]; then
+  [ -f data/synth-s11/recognizer/train/labels.tsv ] || $PY -m training.make_data --out data/synth-s11 \
+    --train-pages 1200 --val-pages 60 --seed 11
+  OMP_NUM_THREADS=2 $PY -m training.train_recognizer --data data/synth-s11/recognizer --out runs/recognizer-r5 \
+    --config training/configs/recognizer_cpu_jitter.json --minutes 85 --seed 5 --threads 2 \
+    --init-from models/recognizer > runs/recognizer-r5.log 2>&1
+  for f in "${RECOGNIZER_FILES[@]}"; do cp "runs/recognizer-r5/$f" models/recognizer/; done
+  exec $PY -m training.evaluate_models
+fi
 if [ "${ROUND:-1}" = 3 ]; then
   [ -f data/synth-s7/recognizer/train/labels.tsv ] || $PY -m training.make_data --out data/synth-s7 \
     --train-pages 1200 --val-pages 60 --seed 7

@@ -98,6 +98,7 @@ def evaluate(model_dir: Path, rows: list[tuple[Path, str]], batch_size: int = 64
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data/synth/recognizer"))
+    parser.add_argument("--val", type=Path, help="validation crops that pick the best checkpoint (default: DATA/val)")
     parser.add_argument("--out", type=Path, default=Path("runs/recognizer"))
     parser.add_argument("--config", type=Path, default=Path("training/configs/recognizer_cpu.json"))
     parser.add_argument("--init-from", type=Path, help="a local TrOCR checkpoint to resume or fine-tune")
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     ctc_loss = torch.nn.CTCLoss(blank=0, zero_infinity=True)
 
     train_rows = [(p, t) for p, t in read_split(args.data / "train") if 0 < len(t) <= config["max_length"] - 1]
-    val_rows = read_split(args.data / "val")
+    val_rows = read_split(args.val or args.data / "val")
     rng.shuffle(val_rows)
     val_rows = val_rows[: config["eval_samples"]]
     parameters = sum(p.numel() for p in model.parameters()) / 1e6
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
             "config": config,
             "init_from": str(args.init_from) if args.init_from else None,
             "data": str(args.data),
+            "val": str(args.val or args.data / "val"),
             "minutes": args.minutes,
             "device": args.device,
         }
