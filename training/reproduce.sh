@@ -8,8 +8,10 @@
 #   round 3 (ROUND=3), about 2.2 hours: the recognizer alone (2 threads) continues from models/ for
 #     80 min on freshly rendered training pages (seed 7: new text and effects, same training fonts),
 #     then 38 min more on the first pages (shipped as rounds 3 and 4 of the model card);
-#   round 5 (ROUND=5), about 1.6 hours: the recognizer alone (2 threads) continues from models/ for
-#     85 min on pages rendered with seed 11, each crop's edges jittered as detected boxes are.
+#   round 5 (ROUND=5), about 2.2 hours: the recognizer alone (2 threads) continues from models/ for
+#     85 min on pages rendered with seed 11, each crop's edges jittered as detected boxes are, then
+#     40 min more on the first pages (rounds 5 and 6 of the model card); both keep their best
+#     checkpoint by the seed-11 validation crops, which share no page with the test set.
 # Each round copies its results into models/ and ends with the evaluation. Later rounds can keep
 # resuming from models/ with ROUND=2, 3 or 5.
 set -euo pipefail
@@ -30,7 +32,10 @@ if [ "${ROUND:-1}" = 5 ]; then
   OMP_NUM_THREADS=2 $PY -m training.train_recognizer --data data/synth-s11/recognizer --out runs/recognizer-r5 \
     --config training/configs/recognizer_cpu_jitter.json --minutes 85 --seed 5 --threads 2 \
     --init-from models/recognizer > runs/recognizer-r5.log 2>&1
-  for f in "${RECOGNIZER_FILES[@]}"; do cp "runs/recognizer-r5/$f" models/recognizer/; done
+  OMP_NUM_THREADS=2 $PY -m training.train_recognizer --data data/synth/recognizer --out runs/recognizer-r6 \
+    --val data/synth-s11/recognizer/val --config training/configs/recognizer_cpu_jitter.json --minutes 40 \
+    --seed 6 --threads 2 --init-from runs/recognizer-r5 > runs/recognizer-r6.log 2>&1
+  for f in "${RECOGNIZER_FILES[@]}"; do cp "runs/recognizer-r6/$f" models/recognizer/; done
   exec $PY -m training.evaluate_models
 fi
 if [ "${ROUND:-1}" = 3 ]; then

@@ -17,6 +17,7 @@ import random
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 
@@ -45,10 +46,9 @@ def jitter_crop(crop: Image.Image, rng: random.Random, amount: float) -> Image.I
     cut = (max(0, -left), max(0, -top), crop.width - max(0, -right), crop.height - max(0, -bottom))
     if cut[2] - cut[0] < 4 or cut[3] - cut[1] < 4:
         return crop
-    border = sorted(
-        [*crop.crop((0, 0, crop.width, 1)).getdata(), *crop.crop((0, h - 1, crop.width, h)).getdata()]
-    )
-    paper = border[len(border) // 2]
+    pixels = np.asarray(crop)
+    border = np.sort(np.concatenate([pixels[0], pixels[-1]]))
+    paper = int(border[len(border) // 2])
     return ImageOps.expand(crop.crop(cut), (max(0, left), max(0, top), max(0, right), max(0, bottom)), fill=paper)
 
 

@@ -183,4 +183,3 @@ class OcrPipeline:
             ):  # we validated the input: a mismatch is our bug
                 code = grpc.StatusCode.INTERNAL
             raise DownstreamError(stage, code, error.details() or code.name) from error
-
