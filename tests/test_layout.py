@@ -76,10 +76,12 @@ def test_nested_detections_of_one_word_merge_into_their_union():
     assert merge_nested(apart) == apart
 
 
-def test_slivers_much_flatter_than_the_words_are_dropped():
-    from services.orchestrator.layout import drop_slivers
+def test_word_boxes_much_flatter_than_the_words_are_dropped():
+    from services.detector.model import LINE, WORD, Detection, drop_flat_words
 
-    words = [(10, 10, 60, 35), (70, 12, 120, 36), (130, 9, 170, 35)]
-    edge_strip = (0, 475, 124, 480)  # what the detector once found along the bottom edge of a page
-    assert drop_slivers([*words, edge_strip]) == [0, 1, 2]
-    assert drop_slivers([(0, 0, 9, 3), (0, 10, 50, 30)]) == [0, 1]  # too few words to judge
+    words = [Detection(WORD, box, 0.9) for box in ((10, 10, 60, 35), (70, 12, 120, 36), (130, 9, 170, 35))]
+    edge_strip = Detection(WORD, (0, 475, 124, 480), 0.35)  # found once along the bottom edge of a page
+    line = Detection(LINE, (0, 100, 170, 104), 0.5)  # other classes are left alone
+    assert drop_flat_words([*words, edge_strip, line]) == [*words, line]
+    few = [Detection(WORD, (0, 0, 9, 3), 0.9), Detection(WORD, (0, 10, 50, 30), 0.9)]
+    assert drop_flat_words(few) == few  # too few words to judge

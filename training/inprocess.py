@@ -11,7 +11,7 @@ from PIL import Image
 from services.common.crops import crop_word, fit_within, shrink_crop
 from services.common.settings import OrchestratorSettings
 from services.detector.model import WORD, Detector
-from services.orchestrator.layout import drop_slivers, group_into_lines
+from services.orchestrator.layout import group_into_lines
 from services.recognizer.model import Recognizer
 
 MAX_SIDE = OrchestratorSettings.detector_max_side
@@ -21,7 +21,6 @@ def read_page(detector: Detector, recognizer: Recognizer, page: Image.Image) -> 
     """Lines of text on `page`, top to bottom."""
     sent, scale = fit_within(page, MAX_SIDE)
     boxes = [tuple(x / scale for x in d.box) for d in detector.predict(sent) if d.class_id == WORD]
-    boxes = [boxes[i] for i in drop_slivers(boxes)]
     lines = group_into_lines(boxes)
     gray = page.convert("L")
     crops = [shrink_crop(crop_word(gray, boxes[i])) for line in lines for i in line]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,7 +116,7 @@ class Detector:
             box = (float(b[0]), float(b[1]), min(float(b[2]), width), min(float(b[3]), height))
             if box[2] > box[0] and box[3] > box[1]:
                 detections.append(Detection(int(c), box, float(s)))
-        return merge_nested(detections)
+        return drop_flat_words(merge_nested(detections))
 
 
 def merge_nested(detections: list[Detection], containment: float = 0.8) -> list[Detection]:
@@ -136,6 +137,19 @@ def merge_nested(detections: list[Detection], containment: float = 0.8) -> list[
         else:
             merged.append(detection)
     return merged
+
+
+def drop_flat_words(detections: list[Detection], min_height_ratio: float = 0.4) -> list[Detection]:
+    """Drop word boxes flatter than `min_height_ratio` x the median word height of the image.
+
+    Such a box (a strip along the image's edge, a ruled line) holds no word, and as a line of its own
+    it would shift the reading order of its neighbours. Fewer than 3 words are too few to judge.
+    """
+    heights = [d.box[3] - d.box[1] for d in detections if d.class_id == WORD]
+    if len(heights) < 3:
+        return detections
+    floor = min_height_ratio * statistics.median(heights)
+    return [d for d in detections if d.class_id != WORD or d.box[3] - d.box[1] >= floor]
 
 
 def _contained(a: tuple[float, ...], b: tuple[float, ...], fraction: float) -> bool:

@@ -16,7 +16,6 @@ Box = tuple[float, float, float, float]  # left, top, right, bottom
 
 MAX_SLOPE = 0.15  # about 8.5 degrees
 MAX_GAP_IN_HEIGHTS = 12.0  # a wider gap starts a new line (another column)
-MIN_HEIGHT_RATIO = 0.4  # a word box flatter than this x the median word height is not a word
 
 
 class _Line:
@@ -67,16 +66,6 @@ class _Line:
 
 def _center(box: Box) -> tuple[float, float]:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-
-
-def drop_slivers(boxes: Sequence[Box], min_height_ratio: float = MIN_HEIGHT_RATIO) -> list[int]:
-    """Indices of the boxes to keep: a box much flatter than the page's median word (a strip along
-    the image's edge, a ruled line) holds no word, and as a line of its own it would shift the
-    reading order of its neighbours."""
-    if len(boxes) < 3:
-        return list(range(len(boxes)))
-    median = statistics.median(b[3] - b[1] for b in boxes)
-    return [i for i, b in enumerate(boxes) if b[3] - b[1] >= min_height_ratio * median]
 
 
 def group_into_lines(boxes: Sequence[Box]) -> list[list[int]]:

@@ -24,7 +24,7 @@ from services.common.crops import crop_word, fit_within, shrink_crop
 from services.common.images import image_to_raw
 from services.common.settings import OrchestratorSettings
 from services.common.tracing import span
-from services.orchestrator.layout import Box, drop_slivers, group_into_lines
+from services.orchestrator.layout import Box, group_into_lines
 
 logger = logging.getLogger("handwriting.orchestrator")
 
@@ -71,7 +71,6 @@ class OcrPipeline:
         started = time.perf_counter()
         with span("detect_call"):
             words = await self._detect(image, deadline, min_score)
-            words = [words[i] for i in drop_slivers([box for box, _ in words])]
         detect_ms = 1000 * (time.perf_counter() - started)
         page = page_pb2.Page(width=image.width, height=image.height)
         if not words:
