@@ -145,6 +145,19 @@ def test_lexicon_proposes_near_words_in_the_readings_case_and_punctuation(tmp_pa
     assert lexicon.near("319") == lexicon.near("tke tke") == lexicon.near("") == []  # numbers, phrases
     assert lexicon.near("xqzv") == []
     assert Lexicon({"the": 7.7}, max_near=0).near("tke") == []
+    assert lexicon.near_many(["tke", "the", '"Tke,"', "319"]) == [["the", "toe"], [], ['"The,"', '"Toe,"'], []]
+
+
+def test_near_words_of_every_reading_join_the_readings_once(tiny_recognizer_dir):
+    lexicon = Lexicon({"the": 7.7, "toe": 3.1, "freedoms": 3.5})
+    recognizer = Recognizer(tiny_recognizer_dir, max_new_tokens=10, lexicon=lexicon)
+    # "tke" and "tce" both lie one edit from "the" and "toe"; "toe" is already a reading; the fourth
+    # reading's near word counts as much as the best one's
+    groups = [[("tke", -1.0, 0.5), ("toe", -2.0, 0.3), ("tce", -3.0, 0.1), ("freedomz", -4.0, 0.1)]]
+    with torch.inference_mode():
+        pixels = recognizer.preprocess(crops(1))
+        recognizer._add_near_words(recognizer.model.encoder(pixel_values=pixels).last_hidden_state, groups)
+    assert [text for text, _, _ in groups[0][4:]] == ["the", "freedoms"]
 
 
 @pytest.mark.parametrize("fixture", ["tiny_recognizer_dir", "tiny_stock_trocr_dir"])

@@ -10,10 +10,12 @@ numbers, codes and names are left to the model. The rescoring never invents a re
 chooses among readings the model itself scores, so an unknown word still comes out when the model is
 sure.
 
-The readings are the decoder's n best (beam search) and, when the best of them is not a word the
+The readings are the decoder's n best (beam search) and, for each of them that is not a word the
 lexicon knows, the lexicon words within a small edit distance of it (`near`: 1 edit for words of up
 to 4 letters, 2 for longer ones), in the reading's case and with its punctuation; the recognizer
-scores those by teacher forcing, so "tke" can become "the" only if the image supports it.
+scores those by teacher forcing, so "tke" can become "the" only if the image supports it. Near words
+of every reading, not only the best, matter: "ooffevare" is three edits from "software", but the
+third-best reading "ooftware" is one.
 
 The lexicon is a `lexicon.tsv` file (word TAB zipf) next to the model, made by
 `python -m training.make_lexicon`; without one the recognizer decodes as before.
@@ -26,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
@@ -49,9 +52,11 @@ class Lexicon:
     neutral_zipf: float = 3.0
     max_near: int = 8
     _words: list[str] = field(init=False, repr=False, compare=False)
+    _zipfs: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_words", list(self.zipf))
+        object.__setattr__(self, "_zipfs", np.array(list(self.zipf.values()), dtype=np.float32))
 
     @classmethod
     def load(cls, path: str | Path, **options: float) -> Lexicon:
@@ -81,17 +86,37 @@ class Lexicon:
     def near(self, text: str) -> list[str]:
         """Lexicon words close to a one-word reading the lexicon lacks, most frequent first, spelled in
         the reading's case and with its punctuation; [] for words it knows, numbers and phrases."""
-        match = _TOKEN.match(text)
-        if match is None:
-            return []
-        before, core, after = match.groups()
-        lower = core.lower()
-        if not lower.isalpha() or lower in self.zipf:
-            return []
-        edits = 1 if len(lower) <= 4 else 2
-        found = process.extract(lower, self._words, scorer=Levenshtein.distance, score_cutoff=edits, limit=None)
-        found.sort(key=lambda hit: (hit[1], -self.zipf[hit[0]]))
-        return [before + _same_case(word, core) + after for word, _, _ in found[: self.max_near]]
+        return self.near_many([text])[0]
+
+    def near_many(self, texts: list[str]) -> list[list[str]]:
+        """`near` of each text, from one edit-distance matrix for all of them: rapidfuzz's `cdist` took
+        0.3 ms a reading against the 49,882 shipped words, one `process.extract` call 49 ms (beside a
+        training run)."""
+        tokens = [_TOKEN.match(text) for text in texts]
+        queries = {}  # lower-case core -> row of the distance matrix
+        for match in tokens:
+            lower = match.group(2).lower() if match else ""
+            if lower.isalpha() and lower not in self.zipf:
+                queries.setdefault(lower, len(queries))
+        if not queries or not self._words or self.max_near <= 0:
+            return [[] for _ in texts]
+        distances = process.cdist(
+            list(queries), self._words, scorer=Levenshtein.distance, score_cutoff=2, dtype=np.uint8
+        )
+        found = {}
+        for lower, row in queries.items():
+            edits = 1 if len(lower) <= 4 else 2
+            hits = np.flatnonzero(distances[row] <= edits)
+            order = np.lexsort((-self._zipfs[hits], distances[row, hits]))[: self.max_near]
+            found[lower] = [self._words[i] for i in hits[order]]
+        results = []
+        for match in tokens:
+            if match is None or match.group(2).lower() not in found:
+                results.append([])
+                continue
+            before, core, after = match.groups()
+            results.append([before + _same_case(word, core) + after for word in found[core.lower()]])
+        return results
 
     def choose(self, readings: list[tuple[str, float]]) -> int:
         """Index of the best of `readings`, each (text, summed log-probability under the model)."""

@@ -11,7 +11,7 @@ length-normalised log-probability, which is the same quantity for the chosen bea
 probability that the word is right, but it ranks words well for review.
 
 With a lexicon (services.recognizer.lexicon), the decoder proposes its `n_best` readings by beam
-search, joined by the lexicon words near the best of them (scored by teacher forcing), and the lexicon
+search, joined by the lexicon words near each of them (scored by teacher forcing), and the lexicon
 picks among them; the confidence stays the model's, of the chosen reading.
 """
 
@@ -156,12 +156,17 @@ class Recognizer:
         return results
 
     def _add_near_words(self, encoder_states: torch.Tensor, groups: list[list[tuple[str, float, float]]]) -> None:
-        """Add to each crop's readings the lexicon words near its best reading, scored by the model.
+        """Add to each crop's readings the lexicon words near any of its readings, scored by the model.
         `encoder_states`: the encoder's output for the crops, one row per group."""
+        near = iter(self.lexicon.near_many([text for readings in groups for text, _, _ in readings]))
         wanted = []  # (crop index, candidate)
         for crop, readings in enumerate(groups):
             known = {text for text, _, _ in readings}
-            wanted += [(crop, near) for near in self.lexicon.near(readings[0][0]) if near not in known]
+            for _ in readings:
+                for word in next(near):
+                    if word not in known:
+                        known.add(word)
+                        wanted.append((crop, word))
         if not wanted:
             return
         crops = [crop for crop, _ in wanted]
