@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,27 @@ def test_box_jitter_moves_the_edges_and_keeps_the_paper_colour():
     for j in jittered:  # grown or cut, the corners are paper, never a fill colour of its own
         assert {j.getpixel((0, 0)), j.getpixel((j.width - 1, j.height - 1))} == {230}
     assert train_recognizer.jitter_crop(crop, rng, 0.0) is crop
+
+
+def test_averaged_checkpoints_are_the_mean_of_their_weights(tiny_recognizer_dir, tiny_stock_trocr_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from training import average_checkpoints
+
+    shifted = tmp_path / "shifted"
+    shutil.copytree(tiny_recognizer_dir, shifted)
+    weights = load_file(shifted / "model.safetensors")
+    save_file({n: t + 1.0 if t.is_floating_point() else t for n, t in weights.items()}, shifted / "model.safetensors")
+    soup = tmp_path / "soup"
+    average_checkpoints.main([str(tiny_recognizer_dir), str(shifted), "--out", str(soup)])
+    averaged = load_file(soup / "model.safetensors")
+    for name, tensor in weights.items():
+        expected = tensor + 0.5 if tensor.is_floating_point() else tensor
+        assert averaged[name].allclose(expected, atol=1e-6), name
+    state = json.loads((soup / "training_state.json").read_text())
+    assert state["recipe"][-1] == {"average_of": [str(tiny_recognizer_dir), str(shifted)]}
+    assert len(Recognizer(soup, max_new_tokens=4).predict([Image.new("L", (40, 20), 255)])) == 1
+    with pytest.raises(ValueError, match="architecture"):
+        average_checkpoints.average([tiny_recognizer_dir, tiny_stock_trocr_dir], tmp_path / "mixed")
+    with pytest.raises(ValueError, match="at least two"):
+        average_checkpoints.average([tiny_recognizer_dir], tmp_path / "alone")

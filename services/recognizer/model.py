@@ -11,7 +11,8 @@ length-normalised log-probability, which is the same quantity for the chosen bea
 probability that the word is right, but it ranks words well for review.
 
 With a lexicon (services.recognizer.lexicon), the decoder proposes its `n_best` readings by beam
-search, joined by the lexicon words near each of them (scored by teacher forcing), and the lexicon
+search, joined by the lexicon words near each of them (near the best one alone when its confidence is
+at least `Lexicon.sure`), scored by teacher forcing, and the lexicon
 picks among them; the confidence stays the model's, of the chosen reading.
 """
 
@@ -158,11 +159,13 @@ class Recognizer:
     def _add_near_words(self, encoder_states: torch.Tensor, groups: list[list[tuple[str, float, float]]]) -> None:
         """Add to each crop's readings the lexicon words near any of its readings, scored by the model.
         `encoder_states`: the encoder's output for the crops, one row per group."""
-        near = iter(self.lexicon.near_many([text for readings in groups for text, _, _ in readings]))
+        # every reading's near words when the best reading is uncertain; the best one's alone otherwise
+        sources = [readings if readings[0][2] < self.lexicon.sure else readings[:1] for readings in groups]
+        near = iter(self.lexicon.near_many([text for readings in sources for text, _, _ in readings]))
         wanted = []  # (crop index, candidate)
         for crop, readings in enumerate(groups):
             known = {text for text, _, _ in readings}
-            for _ in readings:
+            for _ in sources[crop]:
                 for word in next(near):
                     if word not in known:
                         known.add(word)
