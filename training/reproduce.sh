@@ -11,9 +11,13 @@
 #   round 5 (ROUND=5), about 2.2 hours: the recognizer alone (2 threads) continues from models/ for
 #     85 min on pages rendered with seed 11, each crop's edges jittered as detected boxes are, then
 #     40 min more on the first pages (rounds 5 and 6 of the model card); both keep their best
-#     checkpoint by the seed-11 validation crops, which share no page with the test set.
+#     checkpoint by the seed-11 validation crops, which share no page with the test set;
+#   round 7 (ROUND=7), about 1.9 hours: the recognizer alone (2 threads) continues from models/ for
+#     100 min on pages rendered with seed 13, with box jitter, best checkpoint by the seed-11 crops;
+#     the shipped model is the mean of the weights of that best checkpoint, the run's last step and
+#     the model it started from (training.average_checkpoints).
 # Each round copies its results into models/ and ends with the evaluation. Later rounds can keep
-# resuming from models/ with ROUND=2, 3 or 5.
+# resuming from models/ with ROUND=2, 3, 5 or 7.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -26,6 +30,19 @@ $PY -m training.combine_datasets data/synth data/synth-strips --out data/detecto
 
 RECOGNIZER_FILES=(config.json generation_config.json model.safetensors tokenizer.json tokenizer_config.json
   training_state.json)
+if [ "${ROUND:-1}" = 7 ]; then
+  for seed in 11 13; do
+    [ -f data/synth-s$seed/recognizer/train/labels.tsv ] || $PY -m training.make_data --out data/synth-s$seed \
+      --train-pages 1200 --val-pages 60 --seed $seed
+  done
+  OMP_NUM_THREADS=2 $PY -m training.train_recognizer --data data/synth-s13/recognizer --out runs/recognizer-r7 \
+    --val data/synth-s11/recognizer/val --config training/configs/recognizer_cpu_jitter.json --minutes 100 \
+    --seed 7 --threads 2 --init-from models/recognizer > runs/recognizer-r7.log 2>&1
+  $PY -m training.average_checkpoints runs/recognizer-r7 runs/recognizer-r7/last models/recognizer \
+    --out runs/recognizer-r7-soup
+  for f in "${RECOGNIZER_FILES[@]}"; do cp "runs/recognizer-r7-soup/$f" models/recognizer/; done
+  exec $PY -m training.evaluate_models
+fi
 if [ "${ROUND:-1}" = 5 ]; then
   [ -f data/synth-s11/recognizer/train/labels.tsv ] || $PY -m training.make_data --out data/synth-s11 \
     --train-pages 1200 --val-pages 60 --seed 11
