@@ -9,6 +9,11 @@ to HTTP statuses with a JSON body; unknown paths get 404; requests over the size
 The upstream is health-checked with the gRPC health protocol; the admin listener is on loopback.
 Tracing: OpenTelemetry (OTLP/gRPC to a collector, W3C trace context) or AWS X-Ray (UDP daemon,
 X-Amzn-Trace-Id), so Envoy's span heads the trace the services continue.
+
+The bootstrap is built from envoy-data-plane's typed messages (betterproto2 dataclasses of Envoy's
+v3 API, validated by pydantic), so a misspelt field, a wrong type or an unknown enum value fails
+here in Python rather than when Envoy starts. Typed configs are packed into `Any`; `to_dict` turns
+the result into Envoy's proto JSON with snake_case field names and `@type`, which is dumped as YAML.
 """
 
 from __future__ import annotations
@@ -16,9 +21,55 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
+import betterproto2
 import yaml
+from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
+from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType, ClusterLbPolicy
+from envoy_data_plane.envoy.config.core.v3 import (
+    Address,
+    DataSource,
+    GrpcService,
+    GrpcServiceEnvoyGrpc,
+    HealthCheck,
+    HealthCheckGrpcHealthCheck,
+    Http2ProtocolOptions,
+    SocketAddress,
+    SocketAddressProtocol,
+    SubstitutionFormatString,
+)
+from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints
+from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+from envoy_data_plane.envoy.config.route.v3 import (
+    DirectResponseAction,
+    Route,
+    RouteAction,
+    RouteConfiguration,
+    RouteMatch,
+    VirtualHost,
+)
+from envoy_data_plane.envoy.config.trace.v3 import OpenTelemetryConfig, TracingHttp, XRayConfig
+from envoy_data_plane.envoy.extensions.filters.http.buffer.v3 import Buffer
+from envoy_data_plane.envoy.extensions.filters.http.grpc_json_transcoder.v3 import (
+    GrpcJsonTranscoder,
+    GrpcJsonTranscoderPrintOptions,
+)
+from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
+    HttpConnectionManager,
+    HttpConnectionManagerCodecType,
+    HttpConnectionManagerTracing,
+    HttpFilter,
+    LocalReplyConfig,
+)
+from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
+    HttpProtocolOptions,
+    HttpProtocolOptionsExplicitHttpConfig,
+)
+from envoy_data_plane.envoy.type.v3 import Percent
+from envoy_data_plane.google.protobuf import Any, Struct
 
 HERE = Path(__file__).resolve().parent
 DESCRIPTOR = HERE / "handwriting.pb"
@@ -27,71 +78,148 @@ ECS_CONFIG = HERE / "envoy-ecs.yaml"
 PUBLIC_SERVICES = ["handwriting.v1.OcrService"]
 GRPC_PREFIXES = ["/handwriting.v1.OcrService/", "/grpc.health.v1.Health/", "/grpc.reflection."]
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
-HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
 
-def _address(host: str, port: int) -> dict:
-    return {"socket_address": {"address": host, "port_value": port}}
+def _seconds(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
 
 
-def _cluster(name: str, host: str, port: int, health_check: bool) -> dict:
-    cluster = {
-        "name": name,
-        "type": "STRICT_DNS",
-        "connect_timeout": "1s",
-        "lb_policy": "ROUND_ROBIN",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(host, port)}}]}],
-        },
-    }
-    if health_check:
-        cluster["health_checks"] = [
-            {
-                "timeout": "1s",
-                "interval": "2s",
-                "no_traffic_interval": "2s",
-                "unhealthy_threshold": 2,
-                "healthy_threshold": 1,
-                "grpc_health_check": {"service_name": "handwriting.v1.OcrService"},
-            }
-        ]
-    return cluster
+def _address(host: str, port: int) -> Address:
+    return Address(socket_address=SocketAddress(address=host, port_value=port))
 
 
-def _tracing(mode: str, collector: tuple[str, int] | None) -> tuple[dict | None, list[dict]]:
+def _http2_options() -> dict[str, Any]:
+    """gRPC upstreams: HTTP/2 only."""
+    options = HttpProtocolOptions(
+        explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=Http2ProtocolOptions())
+    )
+    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Any.pack(options)}
+
+
+def _grpc_health_check() -> HealthCheck:
+    return HealthCheck(
+        timeout=_seconds(1),
+        interval=_seconds(2),
+        no_traffic_interval=_seconds(2),
+        unhealthy_threshold=2,
+        healthy_threshold=1,
+        grpc_health_check=HealthCheckGrpcHealthCheck(service_name="handwriting.v1.OcrService"),
+    )
+
+
+def _cluster(name: str, host: str, port: int, health_check: bool) -> Cluster:
+    return Cluster(
+        name=name,
+        type=ClusterDiscoveryType.STRICT_DNS,
+        connect_timeout=_seconds(1),
+        lb_policy=ClusterLbPolicy.ROUND_ROBIN,
+        typed_extension_protocol_options=_http2_options(),
+        load_assignment=ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=_address(host, port)))])],
+        ),
+        health_checks=[_grpc_health_check()] if health_check else [],
+    )
+
+
+def _tracing(mode: str, collector: tuple[str, int] | None) -> tuple[HttpConnectionManagerTracing | None, list[Cluster]]:
+    """Envoy's tracer and, for OpenTelemetry, the cluster of the collector it exports to."""
     if mode == "off" or collector is None:
         return None, []
+    everything = Percent(value=100)
     if mode == "xray":
-        provider = {
-            "name": "envoy.tracers.xray",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.config.trace.v3.XRayConfig",
-                "segment_name": "envoy",
-                "daemon_endpoint": {"protocol": "UDP", "address": collector[0], "port_value": collector[1]},
-            },
-        }
-        return {"provider": provider, "random_sampling": {"value": 100}}, []
-    provider = {
-        "name": "envoy.tracers.opentelemetry",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
-            "grpc_service": {"envoy_grpc": {"cluster_name": "otel_collector"}, "timeout": "1s"},
-            "service_name": "envoy",
-        },
-    }
-    return {"provider": provider, "random_sampling": {"value": 100}, "spawn_upstream_span": True}, [
-        _cluster("otel_collector", collector[0], collector[1], health_check=False)
+        xray = XRayConfig(
+            segment_name="envoy",
+            daemon_endpoint=SocketAddress(
+                protocol=SocketAddressProtocol.UDP, address=collector[0], port_value=collector[1]
+            ),
+        )
+        provider = TracingHttp(name="envoy.tracers.xray", typed_config=Any.pack(xray))
+        return HttpConnectionManagerTracing(provider=provider, random_sampling=everything), []
+    otel = OpenTelemetryConfig(
+        grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name="otel_collector"), timeout=_seconds(1)),
+        service_name="envoy",
+    )
+    provider = TracingHttp(name="envoy.tracers.opentelemetry", typed_config=Any.pack(otel))
+    tracing = HttpConnectionManagerTracing(provider=provider, random_sampling=everything, spawn_upstream_span=True)
+    return tracing, [_cluster("otel_collector", collector[0], collector[1], health_check=False)]
+
+
+def _routes(request_timeout_s: int) -> list[Route]:
+    """/healthz, the gRPC services to the orchestrator, 404 for the rest (REST is matched by the transcoder)."""
+
+    def reply(status: int, body: str) -> DirectResponseAction:
+        return DirectResponseAction(status=status, body=DataSource(inline_string=body))
+
+    # liveness of Envoy itself for load balancers that speak plain HTTP (the ALB's REST target group)
+    healthz = Route(match=RouteMatch(path="/healthz"), direct_response=reply(200, "ok"))
+    to_orchestrator = [
+        Route(
+            match=RouteMatch(prefix=prefix),
+            route=RouteAction(cluster="orchestrator", timeout=_seconds(request_timeout_s)),
+        )
+        for prefix in GRPC_PREFIXES
+    ]
+    not_found = Route(match=RouteMatch(prefix="/"), direct_response=reply(404, "no such path"))
+    return [healthz, *to_orchestrator, not_found]
+
+
+def _http_filters(descriptor: Path | str) -> list[HttpFilter]:
+    """Size limit (413), REST-to-gRPC transcoding with gRPC errors as HTTP statuses, then the router."""
+    buffer = Buffer(max_request_bytes=MAX_REQUEST_BYTES)
+    transcoder = GrpcJsonTranscoder(
+        proto_descriptor=str(descriptor),
+        services=PUBLIC_SERVICES,
+        convert_grpc_status=True,
+        print_options=GrpcJsonTranscoderPrintOptions(
+            always_print_primitive_fields=True, preserve_proto_field_names=False
+        ),
+        max_request_body_size=MAX_REQUEST_BYTES,
+    )
+    return [
+        HttpFilter(name="envoy.filters.http.buffer", typed_config=Any.pack(buffer)),
+        HttpFilter(name="envoy.filters.http.grpc_json_transcoder", typed_config=Any.pack(transcoder)),
+        HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
     ]
 
 
-def build(
+def _connection_manager(
+    descriptor: Path | str, request_timeout_s: int, tracing: HttpConnectionManagerTracing | None
+) -> HttpConnectionManager:
+    # Envoy's own replies (404, 413, 503, timeouts) as JSON too, like the transcoded errors
+    json_replies = LocalReplyConfig(
+        body_format=SubstitutionFormatString(
+            json_format=Struct.from_dict({"status": "%RESPONSE_CODE%", "message": "%LOCAL_REPLY_BODY%"}),
+            content_type="application/json",
+        )
+    )
+    return HttpConnectionManager(
+        stat_prefix="ingress",
+        codec_type=HttpConnectionManagerCodecType.AUTO,
+        request_timeout=_seconds(request_timeout_s),
+        stream_idle_timeout=_seconds(300),
+        generate_request_id=True,
+        use_remote_address=True,
+        local_reply_config=json_replies,
+        route_config=RouteConfiguration(
+            name="ocr", virtual_hosts=[VirtualHost(name="ocr", domains=["*"], routes=_routes(request_timeout_s))]
+        ),
+        http_filters=_http_filters(descriptor),
+        tracing=tracing,
+    )
+
+
+def _listener(host: str, port: int, manager: HttpConnectionManager) -> Listener:
+    network_filter = Filter(name="envoy.filters.network.http_connection_manager", typed_config=Any.pack(manager))
+    return Listener(
+        name="public",
+        address=_address(host, port),
+        per_connection_buffer_limit_bytes=MAX_REQUEST_BYTES,
+        filter_chains=[FilterChain(filters=[network_filter])],
+    )
+
+
+def bootstrap(
     listen_port: int = 8080,
     admin_port: int = 9901,
     upstream: str = "orchestrator:50051",
@@ -100,97 +228,42 @@ def build(
     collector: str | None = None,
     listen_host: str = "0.0.0.0",
     request_timeout_s: int = 120,
-) -> dict:
-    """The whole Envoy bootstrap as a dict. `collector` is host:port (OTLP gRPC, or the X-Ray daemon)."""
+) -> Bootstrap:
+    """The whole Envoy bootstrap, typed. `collector` is host:port (OTLP gRPC, or the X-Ray daemon)."""
     upstream_host, upstream_port = upstream.rsplit(":", 1)
     collector_address = None
     if collector:
         host, port = collector.rsplit(":", 1)
         collector_address = (host, int(port))
     tracing_config, tracing_clusters = _tracing(tracing, collector_address)
-    route_action = {"cluster": "orchestrator", "timeout": f"{request_timeout_s}s"}
-    routes = [{"match": {"prefix": prefix}, "route": route_action} for prefix in GRPC_PREFIXES]
-    # liveness of Envoy itself for load balancers that speak plain HTTP (the ALB's REST target group)
-    routes.insert(
-        0, {"match": {"path": "/healthz"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}
+    manager = _connection_manager(descriptor, request_timeout_s, tracing_config)
+    orchestrator = _cluster("orchestrator", upstream_host, int(upstream_port), health_check=True)
+    return Bootstrap(
+        admin=Admin(address=_address("127.0.0.1", admin_port)),
+        static_resources=BootstrapStaticResources(
+            listeners=[_listener(listen_host, listen_port, manager)],
+            clusters=[orchestrator, *tracing_clusters],
+        ),
     )
-    routes.append(
-        {
-            "match": {"prefix": "/"},
-            "direct_response": {"status": 404, "body": {"inline_string": "no such path"}},
-        }
-    )
-    manager = {
-        "@type": HCM,
-        "stat_prefix": "ingress",
-        "codec_type": "AUTO",
-        "request_timeout": f"{request_timeout_s}s",
-        "stream_idle_timeout": "300s",
-        "generate_request_id": True,
-        "use_remote_address": True,
-        # Envoy's own replies (404, 413, 503, timeouts) as JSON too, like the transcoded errors
-        "local_reply_config": {
-            "body_format": {
-                "json_format": {"status": "%RESPONSE_CODE%", "message": "%LOCAL_REPLY_BODY%"},
-                "content_type": "application/json",
-            }
-        },
-        "route_config": {
-            "name": "ocr",
-            "virtual_hosts": [{"name": "ocr", "domains": ["*"], "routes": routes}],
-        },
-        "http_filters": [
-            {
-                "name": "envoy.filters.http.buffer",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-                    "max_request_bytes": MAX_REQUEST_BYTES,
-                },
-            },
-            {
-                "name": "envoy.filters.http.grpc_json_transcoder",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3"
-                    ".GrpcJsonTranscoder",
-                    "proto_descriptor": str(descriptor),
-                    "services": PUBLIC_SERVICES,
-                    "convert_grpc_status": True,
-                    "print_options": {"always_print_primitive_fields": True, "preserve_proto_field_names": False},
-                    "max_request_body_size": MAX_REQUEST_BYTES,
-                },
-            },
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-            },
-        ],
-    }
-    if tracing_config:
-        manager["tracing"] = tracing_config
-    return {
-        "admin": {"address": _address("127.0.0.1", admin_port)},
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "public",
-                    "address": _address(listen_host, listen_port),
-                    "per_connection_buffer_limit_bytes": MAX_REQUEST_BYTES,
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": [_cluster("orchestrator", upstream_host, int(upstream_port), health_check=True)]
-            + tracing_clusters,
-        },
-    }
 
 
-def render(config: dict) -> str:
+def to_dict(message: betterproto2.Message) -> dict:
+    """Envoy's proto JSON of `message`: snake_case field names, `@type` in each `Any`, defaults left out.
+
+    Casing.SNAKE re-cases the (already snake_case) attribute names; it would turn a digit-letter name such as
+    OutlierDetection's `consecutive_5xx` into `consecutive_5_xx`, which Envoy rejects (none is used here).
+    """
+    return message.to_dict(casing=betterproto2.Casing.SNAKE)
+
+
+def build(*args, **kwargs) -> dict:
+    """`bootstrap(...)` as the dict Envoy reads (same arguments)."""
+    return to_dict(bootstrap(*args, **kwargs))
+
+
+def render(config: dict | Bootstrap) -> str:
+    if isinstance(config, Bootstrap):
+        config = to_dict(config)
     header = "# Generated by `python -m deploy.envoy.config`; edit deploy/envoy/config.py instead.\n"
     return header + yaml.safe_dump(config, sort_keys=False)
 
@@ -223,7 +296,7 @@ def start_envoy(
     workdir = Path(log_dir or "/tmp") / f"envoy-{port}"
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "envoy.yaml"
-    config = build(port, admin_port, upstream, DESCRIPTOR, tracing, collector, listen_host="127.0.0.1")
+    config = bootstrap(port, admin_port, upstream, DESCRIPTOR, tracing, collector, listen_host="127.0.0.1")
     config_path.write_text(render(config))
     log = open(workdir / "envoy.log", "ab")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
@@ -253,9 +326,9 @@ def committed_configs() -> dict[Path, str]:
     """
     descriptor = "/etc/envoy/handwriting.pb"
     return {
-        COMPOSE_CONFIG: render(build(descriptor=descriptor, tracing="w3c", collector="otel-collector:4317")),
+        COMPOSE_CONFIG: render(bootstrap(descriptor=descriptor, tracing="w3c", collector="otel-collector:4317")),
         ECS_CONFIG: render(
-            build(descriptor=descriptor, upstream="127.0.0.1:50051", tracing="xray", collector="127.0.0.1:2000")
+            bootstrap(descriptor=descriptor, upstream="127.0.0.1:50051", tracing="xray", collector="127.0.0.1:2000")
         ),
     }
 
