@@ -28,14 +28,6 @@ from services.common.settings import DEFAULT_DETECTOR_WEIGHTS, DEFAULT_RECOGNIZE
 from training.inprocess import read_page  # noqa: E402
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def summary(name: str, seconds: list[float], extra: str = "") -> str:
     ordered = sorted(seconds)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
@@ -107,14 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
 
-    config = StackConfig(
-        orchestrator_port=free_port(),
-        detector_port=free_port(),
-        recognizer_port=free_port(),
-        envoy_port=free_port(),
-        envoy_admin_port=free_port(),
-        log_dir=REPO_ROOT / "runs" / "bench",
-    )
+    config = StackConfig.on_free_ports(log_dir=REPO_ROOT / "runs" / "bench")
     stack = LocalStack(config)
     stack.start()
     try:

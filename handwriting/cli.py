@@ -9,6 +9,7 @@ handwriting status
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -18,14 +19,14 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from handwriting.client import OcrClient, OcrError
+from services.common import geometry, healthcheck
 
 
 def _box(poly) -> str:
     if not poly.vertices:
         return "[]"
-    xs = [v.x for v in poly.vertices]
-    ys = [v.y for v in poly.vertices]
-    return f"[{min(xs)},{min(ys)} {max(xs)},{max(ys)}]"
+    left, top, right, bottom = geometry.from_points((v.x, v.y) for v in poly.vertices)
+    return f"[{left},{top} {right},{bottom}]"
 
 
 def format_layout(response) -> str:
@@ -46,9 +47,8 @@ def cmd_ocr(args: argparse.Namespace) -> int:
     failures = 0
     with OcrClient(args.address, timeout=args.timeout) as client:
         if args.wait:
-            deadline = time.monotonic() + args.wait
-            while client.health() != "SERVING" and time.monotonic() < deadline:
-                time.sleep(0.5)
+            with contextlib.suppress(TimeoutError):  # the calls below report what is wrong
+                healthcheck.wait_serving(args.address, args.wait)
         results = {}
         for path in args.images:
             try:

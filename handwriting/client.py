@@ -15,10 +15,9 @@ from pathlib import Path
 
 import grpc
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
 from handwriting.v1 import image_pb2, ocr_service_pb2, ocr_service_pb2_grpc
+from services.common import errors, healthcheck
 
 OCR_SERVICE = "handwriting.v1.OcrService"
 
@@ -36,16 +35,11 @@ class OcrError(Exception):
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> OcrError:
         violations, reason = [], ""
-        status = rpc_status.from_call(error)
-        for detail in status.details if status else []:
-            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad_request = error_details_pb2.BadRequest()
-                detail.Unpack(bad_request)
-                violations += [(v.field, v.description) for v in bad_request.field_violations]
-            elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                reason = info.reason
+        for detail in errors.details_of(error):
+            if isinstance(detail, error_details_pb2.BadRequest):
+                violations += [(v.field, v.description) for v in detail.field_violations]
+            else:
+                reason = detail.reason
         return cls(error.code(), error.details() or "", violations, reason)
 
 
@@ -90,7 +84,6 @@ class OcrClient:
             ],
         )
         self.stub = ocr_service_pb2_grpc.OcrServiceStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
     def process_page(
         self, image: bytes | str | Path, min_detection_score: float = 0.0, timeout: float | None = None
@@ -107,11 +100,7 @@ class OcrClient:
 
     def health(self, service: str = "", timeout: float = 5.0) -> str:
         """SERVING, NOT_SERVING, or UNAVAILABLE when nothing answers."""
-        try:
-            response = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-        except grpc.RpcError as error:
-            return error.code().name
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+        return healthcheck.check(self.channel, service, timeout)
 
     def close(self) -> None:
         self.channel.close()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from services.common.healthcheck import wait_serving
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,25 +32,20 @@ class StackConfig:
     xray_daemon: str = "127.0.0.1:2000"  # X-Ray daemon (UDP) for Envoy in xray mode
     extra_env: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def on_free_ports(cls, envoy: bool = True, **values) -> StackConfig:
+        """Every service (and Envoy with its admin port, unless `envoy` is False) on a free loopback port."""
+        ports = {"orchestrator_port": free_port(), "detector_port": free_port(), "recognizer_port": free_port()}
+        if envoy:
+            ports |= {"envoy_port": free_port(), "envoy_admin_port": free_port()}
+        return cls(**{**ports, **values})
 
-def wait_serving(address: str, timeout: float, process: subprocess.Popen | None = None) -> None:
-    """Block until the gRPC health check at `address` says SERVING; fail fast if the process died."""
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"the service for {address} exited with code {process.returncode}")
-            try:
-                if (
-                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise TimeoutError(f"{address} was not SERVING after {timeout:.0f} s")
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class LocalStack:

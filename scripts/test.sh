@@ -9,6 +9,9 @@ echo "== ruff"
 "$BIN/ruff" check services handwriting training tests deploy benchmarks
 "$BIN/ruff" format --check -q services handwriting training tests deploy benchmarks
 
+echo "== architecture rules (import-linter contracts in pyproject.toml)"
+"$BIN/lint-imports" --no-cache
+
 echo "== buf lint / breaking"
 "$BIN/buf" lint
 if git rev-parse --verify -q main >/dev/null; then

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ class ReceivedSpan:
 class OtlpCollector(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self):
         self.spans: list[ReceivedSpan] = []
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()  # notified on every export
         self.server = grpc.server(futures.ThreadPoolExecutor(4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
@@ -53,6 +52,7 @@ class OtlpCollector(trace_service_pb2_grpc.TraceServiceServicer):
                                 span.kind,
                             )
                         )
+            self.lock.notify_all()
         return trace_service_pb2.ExportTraceServiceResponse()
 
     def wait_for(self, services: set[str], timeout: float = 20.0, server_spans: bool = False) -> list[ReceivedSpan]:
@@ -60,21 +60,22 @@ class OtlpCollector(trace_service_pb2_grpc.TraceServiceServicer):
 
         With `server_spans`, wait for the server span of a handwriting RPC, which ends last.
         """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                seen = {
-                    s.service
-                    for s in self.spans
-                    if not server_spans
-                    or s.service == "envoy"
-                    or (s.kind == 2 and s.name.startswith("/handwriting.v1."))
-                }
-                if services <= seen:
-                    time.sleep(0.5)  # let the last batches land
-                    return list(self.spans)
-            time.sleep(0.1)
-        raise TimeoutError(f"spans from {services} not all received: {sorted({s.service for s in self.spans})}")
+
+        def arrived() -> bool:
+            seen = {
+                s.service
+                for s in self.spans
+                if not server_spans or s.service == "envoy" or (s.kind == 2 and s.name.startswith("/handwriting.v1."))
+            }
+            return services <= seen
+
+        with self.lock:
+            if not self.lock.wait_for(arrived, timeout):
+                raise TimeoutError(f"spans from {services} not all received: {sorted({s.service for s in self.spans})}")
+            # the services export in batches: take what else arrives until the exports stop for half a second
+            while self.lock.wait(timeout=0.5):
+                pass
+            return list(self.spans)
 
     def stop(self) -> None:
         self.server.stop(0)
@@ -94,6 +95,7 @@ class XRayDaemon:
         self.socket.settimeout(0.2)
         self.port = self.socket.getsockname()[1]
         self.segments: list[dict] = []
+        self.received = threading.Event()
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -107,11 +109,10 @@ class XRayDaemon:
             header, _, body = data.decode().partition("\n")
             if json.loads(header).get("format") == "json":
                 self.segments.append(json.loads(body))
+                self.received.set()
 
     def wait(self, timeout: float = 20.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.segments:
-            time.sleep(0.1)
+        self.received.wait(timeout)
         return list(self.segments)
 
     def stop(self) -> None:

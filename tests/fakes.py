@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 import numpy as np
@@ -60,31 +59,47 @@ class FakeRecognizer(recognizer_grpc.RecognizerServiceServicer):
         self.delay = 0.0
         self.fail_with: grpc.StatusCode | None = None
         self.batch_sizes: list[int] = []
+        self.crop_sizes: list[tuple[int, int]] = []
         self.time_remaining: list[float | None] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.started = asyncio.Event()
+        self.hold = False  # calls wait for `release` (tests watch `in_flight` through `changed`)
+        self.release = asyncio.Event()
+        self.changed = asyncio.Condition()
+
+    async def _set_in_flight(self, delta: int) -> None:
+        async with self.changed:
+            self.in_flight += delta
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.changed.notify_all()
+
+    async def wait_in_flight(self, count: int, timeout: float = 5.0) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: self.in_flight == count), timeout)
 
     async def Recognize(self, request, context):
         self.time_remaining.append(context.time_remaining())
         self.batch_sizes.append(len(request.crops))
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        await self._set_in_flight(1)
         self.started.set()
         try:
+            if self.hold:
+                await self.release.wait()
             if self.delay:
                 await asyncio.sleep(self.delay)
             if self.fail_with is not None:
                 await context.abort(self.fail_with, "fake recognizer failure")
             results = []
             for crop in request.crops:
+                self.crop_sizes.append((crop.raw.width, crop.raw.height))
                 pixels = np.frombuffer(crop.raw.data, dtype=np.uint8)
                 level = int(pixels.min())
                 text = min(self.texts.items(), key=lambda item: abs(item[0] - level))[1] if self.texts else ""
                 results.append(recognizer_pb.Recognition(text=text, confidence=0.5 + level / 1000))
             return recognizer_pb.RecognizeResponse(recognitions=results, model="fake")
         finally:
-            self.in_flight -= 1
+            await self._set_in_flight(-1)
 
 
 async def start_fake(add, servicer, port: int = 0) -> tuple[grpc.aio.Server, int]:
@@ -93,7 +108,3 @@ async def start_fake(add, servicer, port: int = 0) -> tuple[grpc.aio.Server, int
     port = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     return server, port
-
-
-def elapsed_since(start: float) -> float:
-    return time.perf_counter() - start

@@ -23,7 +23,7 @@ from PIL import Image
 
 from handwriting import OcrClient, OcrError
 from handwriting.stack import LocalStack, StackConfig
-from tests.conftest import REPO_ROOT, free_port, png_bytes
+from tests.conftest import REPO_ROOT, png_bytes
 from training.metrics import error_rates
 
 pytestmark = pytest.mark.slow
@@ -32,15 +32,7 @@ TRUTH = (REPO_ROOT / "samples" / "page.txt").read_text().strip()
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    config = StackConfig(
-        orchestrator_port=free_port(),
-        detector_port=free_port(),
-        recognizer_port=free_port(),
-        envoy_port=free_port(),
-        envoy_admin_port=free_port(),
-        log_dir=tmp_path_factory.mktemp("stack-logs"),
-    )
-    local = LocalStack(config)
+    local = LocalStack(StackConfig.on_free_ports(log_dir=tmp_path_factory.mktemp("stack-logs")))
     local.start()
     yield local
     local.stop()

@@ -59,7 +59,8 @@ def test_empty_and_single():
 
 
 def test_nested_detections_of_one_word_merge_into_their_union():
-    from services.detector.model import LINE, WORD, Detection, merge_nested
+    from services.common.geometry import LINE, WORD
+    from services.detector.model import Detection, merge_nested
 
     part = Detection(WORD, (7, 24, 91, 61), 0.68)  # the x-height band of "word"
     whole = Detection(WORD, (0, 2, 148, 70), 0.41)
@@ -77,7 +78,8 @@ def test_nested_detections_of_one_word_merge_into_their_union():
 
 
 def test_word_boxes_much_flatter_than_the_words_are_dropped():
-    from services.detector.model import LINE, WORD, Detection, drop_flat_words
+    from services.common.geometry import LINE, WORD
+    from services.detector.model import Detection, drop_flat_words
 
     words = [Detection(WORD, box, 0.9) for box in ((10, 10, 60, 35), (70, 12, 120, 36), (130, 9, 170, 35))]
     edge_strip = Detection(WORD, (0, 475, 124, 480), 0.35)  # found once along the bottom edge of a page

@@ -92,6 +92,11 @@ async def test_recognizer_reads_a_batch_in_order(recognizer):
     response = await stub.Recognize(recognizer_pb.RecognizeRequest(crops=crops))
     assert len(response.recognitions) == 3
     assert all(0.0 <= r.confidence <= 1.0 for r in response.recognitions)
+    # each result is what that crop reads alone (the order itself: test_recognizer_model)
+    alone = [(await stub.Recognize(recognizer_pb.RecognizeRequest(crops=[crop]))).recognitions[0] for crop in crops]
+    assert [(r.text, round(r.confidence, 4)) for r in response.recognitions] == [
+        (r.text, round(r.confidence, 4)) for r in alone
+    ]
     assert response.model
     empty = await stub.Recognize(recognizer_pb.RecognizeRequest())
     assert len(empty.recognitions) == 0

@@ -96,11 +96,37 @@ async def test_page_is_assembled_in_reading_order_with_page_coordinates(stage):
     assert (line_box[0].x, line_box[0].y, line_box[2].x, line_box[2].y) == (40, 200, 520, 250)
 
 
+async def test_word_crops_are_cut_from_the_full_page_with_the_shared_padding(stage):
+    _, recognizer, start = stage
+    stub, _ = await start()
+    await stub.ProcessPage(page_request(), timeout=10)
+    # "one" is (40, 40, 160, 80) on the full 800 x 400 page, found on a 400 x 200 copy: 40 px tall, so
+    # 4.8 px of padding on every side -> (35, 35, 165, 85), in reading order (one two three four and five)
+    assert recognizer.crop_sizes == [(130, 50), (139, 46), (109, 44), (121, 56), (191, 54), (110, 50)]
+
+
+async def test_line_unit_reads_one_crop_per_line_and_shares_it_out(stage):
+    _, recognizer, start = stage
+    recognizer.texts = {10: "one two three", 40: "four and five"}  # a line crop reads as its darkest word
+    stub, _ = await start(recognition_unit="line")
+    page = (await stub.ProcessPage(page_request(), timeout=10)).page
+    assert recognizer.batch_sizes == [2]
+    assert recognizer.crop_sizes[0] == (471, 56)  # union (40, 40, 500, 85), 45 px tall: 5.4 px padding
+    assert page.text == "one two three\nfour and five"
+    assert [w.text for w in page.lines[1].words] == ["four", "and", "five"]
+    assert [(v.x, v.y) for v in page.lines[1].words[2].bounding_poly.vertices][0] == (420, 210)
+    assert page.lines[0].words[0].confidence == pytest.approx(0.51)
+
+
 async def test_crops_go_out_in_concurrent_batches(stage):
     _, recognizer, start = stage
-    recognizer.delay = 0.2
+    recognizer.hold = True
     stub, _ = await start(recognizer_batch_size=2, recognizer_concurrency=2)
-    response = await stub.ProcessPage(page_request(), timeout=10)
+    call = asyncio.ensure_future(stub.ProcessPage(page_request(), timeout=10))
+    await recognizer.wait_in_flight(2)  # two batches out at once, the third waits for a free slot
+    assert recognizer.batch_sizes == [2, 2]
+    recognizer.release.set()
+    response = await call
     assert response.page.text.split() == ["one", "two", "three", "four", "and", "five"]
     assert sorted(recognizer.batch_sizes) == [2, 2, 2]
     assert recognizer.max_in_flight == 2
@@ -202,14 +228,22 @@ async def test_over_limit_image_is_rejected(stage):
 
 async def test_graceful_shutdown_finishes_in_flight_calls(stage):
     _, recognizer, start = stage
-    recognizer.delay = 1.0
+    recognizer.hold = True
     stub, server = await start()
     call = asyncio.ensure_future(stub.ProcessPage(page_request(), timeout=10))
-    await asyncio.wait_for(recognizer.started.wait(), 5)
+    await recognizer.wait_in_flight(1)
     stopping = asyncio.ensure_future(server.stop(5))
-    await asyncio.sleep(0.1)
-    status = await server.health.Check(health_pb2.HealthCheckRequest(), None)
-    assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+    async def health() -> int:
+        return (await server.health.Check(health_pb2.HealthCheckRequest(), None)).status
+
+    async def until_not_serving() -> None:
+        while await health() != health_pb2.HealthCheckResponse.NOT_SERVING:
+            await asyncio.sleep(0)  # let stop() run to its first step
+
+    await asyncio.wait_for(until_not_serving(), 5)
+    assert not call.done()
+    recognizer.release.set()
     response = await call  # the in-flight call finishes during the grace period
     assert response.page.text.startswith("one")
     await stopping

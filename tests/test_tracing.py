@@ -11,7 +11,7 @@ import pytest
 
 from handwriting.stack import LocalStack, StackConfig
 from tests.collectors import OtlpCollector, XRayDaemon
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 SERVICES = {"orchestrator", "detector", "recognizer"}
@@ -20,12 +20,7 @@ SERVER, CLIENT = 2, 3
 
 def start_stack(tmp_path, tracing: str, collector: OtlpCollector, daemon: XRayDaemon | None) -> LocalStack:
     stack = LocalStack(
-        StackConfig(
-            orchestrator_port=free_port(),
-            detector_port=free_port(),
-            recognizer_port=free_port(),
-            envoy_port=free_port(),
-            envoy_admin_port=free_port(),
+        StackConfig.on_free_ports(
             log_dir=tmp_path,
             tracing=tracing,
             collector=f"127.0.0.1:{collector.port}",

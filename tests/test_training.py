@@ -8,10 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
+from services.common.crops import cut_crop
 from services.orchestrator.layout import group_into_lines
-from services.recognizer.model import Recognizer
+from services.recognizer.model import Recognizer, load_checkpoint
 from training import make_data, prepare_iam, train_detector, train_recognizer
 from training.metrics import error_rates, match_boxes
 from training.synth.fonts import EVAL_FAMILIES, ensure_fonts, training_families
@@ -113,7 +115,51 @@ def test_recognizer_trains_resumes_and_fine_tunes(synth, tmp_path, tiny_stock_tr
     )
     state = json.loads((resumed / "training_state.json").read_text())
     assert state["steps"] == 5 and len(state["recipe"]) == 2
-    assert state["history"][-1]["crops"] == 3 and state["recipe"][-1]["val"] == str(val)
+    assert state["history"][-1]["crops"] == 3 and state["recipe"][-1]["val"] == [str(val)]
+
+    # words and lines mixed, the encoder frozen: only the decoder moves
+    frozen_config = tmp_path / "frozen.json"
+    frozen_config.write_text(json.dumps({**TINY_CONFIG, "freeze_encoder": True, "learning_rate": 0.01}))
+    frozen = tmp_path / "frozen"
+    lines = tmp_path / "lines"  # the first line crops, labels cut to the tiny model's 23 characters
+    (lines / "train").mkdir(parents=True)
+    rows = (synth / "recognizer-lines" / "train" / "labels.tsv").read_text().splitlines()[:4]
+    for row in rows:
+        shutil.copy(synth / "recognizer-lines" / "train" / row.split("\t")[0], lines / "train")
+    (lines / "train" / "labels.tsv").write_text(
+        "\n".join(row.split("\t")[0] + "\t" + row.split("\t")[1][:20] for row in rows) + "\n"
+    )
+    train_recognizer.main(
+        [
+            "--data",
+            str(synth / "recognizer"),
+            str(lines),
+            "--config",
+            str(frozen_config),
+            "--threads",
+            "1",
+            "--out",
+            str(frozen),
+            "--max-steps",
+            "2",
+            "--init-from",
+            str(first),
+            "--val",
+            str(val),
+        ]
+    )
+    before, after = load_checkpoint(first).model, load_checkpoint(frozen / "last").model
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(before.encoder.state_dict().values(), after.encoder.state_dict().values(), strict=True)
+    )
+    assert not all(
+        torch.equal(a, b) for a, b in zip(before.decoder.parameters(), after.decoder.parameters(), strict=True)
+    )
+    assert json.loads((frozen / "training_state.json").read_text())["recipe"][-1]["data"] == [
+        str(synth / "recognizer"),
+        str(lines),
+    ]
 
     finetuned = tmp_path / "finetuned"
     train_recognizer.main(
@@ -194,10 +240,12 @@ def test_iam_preparation_with_standard_splits(tmp_path):
     labels = (out / "detector" / "labels" / "train" / "a01-000u.txt").read_text().splitlines()
     assert sum(line.startswith("0 ") for line in labels) == 3 and sum(line.startswith("1 ") for line in labels) == 1
     crop = Image.open(out / "recognizer" / "train" / train_rows[1].split("\t")[0])
-    assert crop.height == make_data.CROP_HEIGHT
     # the page was cropped to the handwriting: word boxes are relative to the crop, 40 px margin
     page = json.loads((out / "pages" / "train" / "a01-000u.json").read_text())
     assert page["words"][0]["box"][:2] == [40, 40]
+    # crops are the service's, cut from the page
+    page_image = Image.open(out / "pages" / "train" / "a01-000u.png").convert("L")
+    assert crop.tobytes() == cut_crop(page_image, page["words"][1]["box"]).tobytes()
 
 
 def test_box_jitter_moves_the_edges_and_keeps_the_paper_colour():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from training.make_data import CLASS_NAMES
+from services.common.geometry import CLASS_NAMES
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,16 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common import geometry
+from services.common.geometry import Box
 from training.metrics import error_rates, match_boxes
-
-Box = tuple[float, float, float, float]
 
 
 @dataclass
@@ -69,9 +68,7 @@ def ours(address: str) -> Callable[[Path], EngineResult]:
         boxes = []
         for line in page.lines:
             for word in line.words:
-                xs = [v.x for v in word.bounding_poly.vertices]
-                ys = [v.y for v in word.bounding_poly.vertices]
-                boxes.append((min(xs), min(ys), max(xs), max(ys)))
+                boxes.append(geometry.from_points((v.x, v.y) for v in word.bounding_poly.vertices))
         return EngineResult(page.text, boxes, seconds)
 
     return run
@@ -89,9 +86,7 @@ def rapidocr() -> Callable[[Path], EngineResult]:
         boxes = []
         for line in output.word_results or ():
             for _, _, points in line:
-                xs = [p[0] for p in points]
-                ys = [p[1] for p in points]
-                boxes.append((min(xs), min(ys), max(xs), max(ys)))
+                boxes.append(geometry.from_points((p[0], p[1]) for p in points))
         return EngineResult("\n".join(output.txts or ()), boxes, seconds)
 
     return run
@@ -162,19 +157,7 @@ def start_local_stack():
     from handwriting.stack import LocalStack, StackConfig
     from services.common.settings import REPO_ROOT
 
-    ports = []
-    for _ in range(3):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-    stack = LocalStack(
-        StackConfig(
-            orchestrator_port=ports[0],
-            detector_port=ports[1],
-            recognizer_port=ports[2],
-            log_dir=REPO_ROOT / "runs" / "eval-logs",
-        )
-    )
+    stack = LocalStack(StackConfig.on_free_ports(envoy=False, log_dir=REPO_ROOT / "runs" / "eval-logs"))
     stack.start()
     return stack
 

@@ -1,28 +1,61 @@
-"""The page pipeline with the models in this process (no gRPC): for evaluation and benchmarks.
+"""The service's page pipeline with the models in this process instead of behind gRPC.
 
-Same steps as the orchestrator: the page fitted within its detector size, word boxes from the
-detector, lines in reading order, crops with the shared crop logic, one recognizer call for all crops.
+Evaluation and benchmarks call `read_page`, which runs `services.orchestrator.pipeline.OcrPipeline`
+(the orchestrator's own code) with the detector and recognizer models passed in directly.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+
 from PIL import Image
 
-from services.common.crops import crop_word, fit_within, shrink_crop
+from services.common.geometry import WORD, Box
 from services.common.settings import OrchestratorSettings
-from services.detector.model import WORD, Detector
-from services.orchestrator.layout import group_into_lines
-from services.recognizer.model import Recognizer
-
-MAX_SIDE = OrchestratorSettings.detector_max_side
+from services.detector.model import Detector
+from services.orchestrator.pipeline import OcrPipeline, PageResult, PipelineOptions
+from services.recognizer.model import Recognition, Recognizer
 
 
-def read_page(detector: Detector, recognizer: Recognizer, page: Image.Image) -> list[str]:
-    """Lines of text on `page`, top to bottom."""
-    sent, scale = fit_within(page, MAX_SIDE)
-    boxes = [tuple(x / scale for x in d.box) for d in detector.predict(sent) if d.class_id == WORD]
-    lines = group_into_lines(boxes)
-    gray = page.convert("L")
-    crops = [shrink_crop(crop_word(gray, boxes[i])) for line in lines for i in line]
-    texts = iter(r.text for r in recognizer.predict(crops))
-    return [" ".join(next(texts) for _ in line) for line in lines]
+class InProcessDetector:
+    def __init__(self, detector: Detector):
+        self.detector = detector
+
+    async def detect(self, image: Image.Image, min_score: float, deadline: float) -> list[tuple[Box, float]]:
+        detections = self.detector.predict(image, min_score or None)
+        return [(d.box, d.score) for d in detections if d.class_id == WORD]
+
+
+class InProcessRecognizer:
+    def __init__(self, recognizer: Recognizer):
+        self.recognizer = recognizer
+
+    async def recognize(self, crops: list[Image.Image], deadline: float) -> list[Recognition]:
+        return self.recognizer.predict(crops)
+
+
+def default_options(**overrides) -> PipelineOptions:
+    """The orchestrator's defaults; the whole page goes to the recognizer in one call (the model batches it)."""
+    settings = OrchestratorSettings()
+    options = {
+        "detector_max_side": settings.detector_max_side,
+        "batch_size": 10**6,
+        "concurrency": 1,
+        "unit": settings.recognition_unit,
+    }
+    return PipelineOptions(**{**options, **overrides})
+
+
+def process_page(
+    detector: Detector, recognizer: Recognizer, page: Image.Image, options: PipelineOptions | None = None
+) -> PageResult:
+    pipeline = OcrPipeline(options or default_options(), InProcessDetector(detector), InProcessRecognizer(recognizer))
+    return asyncio.run(pipeline.process(page, deadline=math.inf))
+
+
+def read_page(
+    detector: Detector, recognizer: Recognizer, page: Image.Image, options: PipelineOptions | None = None
+) -> list[str]:
+    """Lines of text on `page`, top to bottom, as the service reads them."""
+    return [line.text for line in process_page(detector, recognizer, page, options).page.lines]

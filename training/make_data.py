@@ -1,4 +1,4 @@
-"""Render the synthetic datasets: pages with YOLO labels for the detector, word crops for the recognizer.
+"""Render the synthetic datasets: pages with YOLO labels for the detector, word and line crops for the recognizer.
 
     python -m training.make_data --out data/synth --train-pages 1500 --val-pages 100
 
@@ -16,14 +16,13 @@ import random
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from services.common.crops import crop_word
+from services.common import geometry
+from services.common.crops import cut_crop
 from training.synth.fonts import EVAL_FAMILIES, ensure_fonts, training_families
 from training.synth.render import PageSample, render_page, render_strip
 from training.synth.text import TextSampler, evaluation_vocabulary, training_vocabulary
 
 DETECTOR_MAX_SIDE = 640
-CROP_HEIGHT = 48
-CLASS_NAMES = {0: "word", 1: "line"}
 
 _worker_state: dict = {}
 
@@ -46,30 +45,36 @@ def _yolo_line(class_id: int, box, width: int, height: int) -> str:
 
 
 def make_split_folders(out: Path, split: str) -> None:
-    for folder in (f"detector/images/{split}", f"detector/labels/{split}", f"recognizer/{split}", f"pages/{split}"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
+    for folder in ("detector/images", "detector/labels", "recognizer", "recognizer-lines", "pages"):
+        (out / folder / split).mkdir(parents=True, exist_ok=True)
 
 
-def write_sample(out: Path, split: str, name: str, page: PageSample, keep_page: bool) -> list[str]:
-    """Write one page to both datasets; returns the recognizer's `crop<TAB>text` rows.
+def write_sample(out: Path, split: str, name: str, page: PageSample, keep_page: bool) -> tuple[list[str], list[str]]:
+    """Write one page to both datasets; returns the recognizer's `crop<TAB>text` rows for words and for lines.
 
-    Shared by the synthetic generator and the IAM preparation, so both give the same datasets.
+    Shared by the synthetic generator and the IAM preparation, so both give the same datasets. Crops
+    are cut by `services.common.crops.cut_crop`, as the orchestrator cuts them; a line's box is the
+    union of its word boxes, as the orchestrator makes it.
     """
     width, height = page.image.size
-    labels = [_yolo_line(0, w.box, width, height) for w in page.words]
-    labels += [_yolo_line(1, box, width, height) for box, _ in page.line_boxes()]
+    labels = [_yolo_line(geometry.WORD, w.box, width, height) for w in page.words]
+    labels += [_yolo_line(geometry.LINE, box, width, height) for box, _ in page.line_boxes()]
     scale = min(1.0, DETECTOR_MAX_SIDE / max(width, height))
     small = page.image.convert("RGB").resize((round(width * scale), round(height * scale)), resample=3)
     small.save(out / "detector" / "images" / split / f"{name}.jpg", quality=92)
     (out / "detector" / "labels" / split / f"{name}.txt").write_text("\n".join(labels) + "\n")
 
+    gray = page.image.convert("L")
     rows = []
     for word_index, word in enumerate(page.words):
-        crop = crop_word(page.image, word.box)
-        crop = crop.resize((max(1, round(crop.width * CROP_HEIGHT / crop.height)), CROP_HEIGHT), resample=3)
         crop_name = f"{name}_{word_index:03d}.png"
-        crop.save(out / "recognizer" / split / crop_name)
+        cut_crop(gray, word.box).save(out / "recognizer" / split / crop_name)
         rows.append(f"{crop_name}\t{word.text}")
+    line_rows = []
+    for line_index, (box, text) in enumerate(page.line_boxes()):
+        crop_name = f"{name}_line{line_index:02d}.png"
+        cut_crop(gray, box).save(out / "recognizer-lines" / split / crop_name)
+        line_rows.append(f"{crop_name}\t{text}")
     if keep_page:  # full pages with ground truth, for end-to-end evaluation
         page.image.save(out / "pages" / split / f"{name}.png")
         truth = {
@@ -77,10 +82,10 @@ def write_sample(out: Path, split: str, name: str, page: PageSample, keep_page: 
             "lines": [" ".join(page.words[i].text for i in line) for line in page.lines],
         }
         (out / "pages" / split / f"{name}.json").write_text(json.dumps(truth))
-    return rows
+    return rows, line_rows
 
 
-def _make_page(job: tuple[str, int, int, Path, str]) -> list[str]:
+def _make_page(job: tuple[str, int, int, Path, str]) -> tuple[list[str], list[str]]:
     split, seed, index, out, kind = job
     rng = random.Random(seed * 1_000_003 + index + (500_000_000 if kind == "strip" else 0))
     sampler = TextSampler(_worker_state["vocabulary"], rng)
@@ -96,18 +101,21 @@ def make_split(out: Path, split: str, pages: int, seed: int, workers: int, strip
     jobs = [(split, seed, index, out, "page") for index in range(pages)]
     jobs += [(split, seed, index, out, "strip") for index in range(strips)]
     rows: list[str] = []
+    line_rows: list[str] = []
     # forkserver, not fork: forking a process that runs threads (torch, gRPC, a test runner) can crash the child
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(split,)) as pool:
-        for page_rows in pool.map(_make_page, jobs, chunksize=8):
+        for page_rows, page_line_rows in pool.map(_make_page, jobs, chunksize=8):
             rows.extend(page_rows)
+            line_rows.extend(page_line_rows)
     (out / "recognizer" / split / "labels.tsv").write_text("\n".join(rows) + "\n")
-    print(f"{split}: {pages} pages, {strips} line strips, {len(rows)} word crops")
+    (out / "recognizer-lines" / split / "labels.tsv").write_text("\n".join(line_rows) + "\n")
+    print(f"{split}: {pages} pages, {strips} line strips, {len(rows)} word crops, {len(line_rows)} line crops")
 
 
 def write_yolo_yaml(out: Path) -> Path:
     path = out / "detector" / "data.yaml"
-    names = "\n".join(f"  {k}: {v}" for k, v in CLASS_NAMES.items())
+    names = "\n".join(f"  {k}: {v}" for k, v in geometry.CLASS_NAMES.items())
     path.write_text(f"path: {(out / 'detector').resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
     return path
 

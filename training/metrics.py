@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from services.common import geometry
+
 
 def edit_distance(reference: Sequence, hypothesis: Sequence) -> int:
     """Levenshtein distance between two sequences (characters or words)."""
@@ -27,18 +29,10 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[f
     return char_edits / max(1, char_total), word_edits / max(1, word_total)
 
 
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    intersection = inter_w * inter_h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - intersection
-    return intersection / union if union > 0 else 0.0
-
-
 def match_boxes(truth: Sequence, predicted: Sequence, threshold: float = 0.5) -> int:
     """Greedy one-to-one matching by IoU; returns the number of true positives."""
     pairs = sorted(
-        ((box_iou(t, p), ti, pi) for ti, t in enumerate(truth) for pi, p in enumerate(predicted)), reverse=True
+        ((geometry.iou(t, p), ti, pi) for ti, t in enumerate(truth) for pi, p in enumerate(predicted)), reverse=True
     )
     used_truth, used_pred, matched = set(), set(), 0
     for iou, ti, pi in pairs:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from services.common import geometry
 from training.make_data import make_split_folders, write_sample, write_yolo_yaml
 from training.synth.render import PageSample, WordBox
 
@@ -72,11 +73,9 @@ def hash_split(writer: str, val_fraction: float = 0.1) -> str:
 
 def form_sample(image: Image.Image, lines) -> PageSample:
     """Crop the form to its handwritten part and shift the boxes with it."""
-    boxes = [box for line in lines for _, box in line]
-    left = max(0, min(b[0] for b in boxes) - MARGIN)
-    top = max(0, min(b[1] for b in boxes) - MARGIN)
-    right = min(image.width, max(b[2] for b in boxes) + MARGIN)
-    bottom = min(image.height, max(b[3] for b in boxes) + MARGIN)
+    left, top, right, bottom = geometry.padded(
+        geometry.union(box for line in lines for _, box in line), MARGIN, image.width, image.height
+    )
     words, line_indices = [], []
     for line in lines:
         indices = []
@@ -96,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     standard = read_splits(args.splits)
     rows: dict[str, list[str]] = {}
+    line_rows: dict[str, list[str]] = {}
     kept: dict[str, int] = {}
     for xml_path in sorted((args.iam / "xml").glob("*.xml")):
         form_id = xml_path.stem
@@ -111,14 +111,17 @@ def main(argv: list[str] | None = None) -> None:
             continue
         if split not in rows:
             make_split_folders(args.out, split)
-            rows[split], kept[split] = [], 0
+            rows[split], line_rows[split], kept[split] = [], [], 0
         with Image.open(image_path) as image:
             sample = form_sample(image, lines)
-        rows[split] += write_sample(args.out, split, form_id, sample, keep_page=kept[split] < args.keep_pages)
+        words, form_lines = write_sample(args.out, split, form_id, sample, keep_page=kept[split] < args.keep_pages)
+        rows[split] += words
+        line_rows[split] += form_lines
         kept[split] += 1
     for split, split_rows in rows.items():
         (args.out / "recognizer" / split / "labels.tsv").write_text("\n".join(split_rows) + "\n")
-        print(f"{split}: {kept[split]} forms, {len(split_rows)} word crops")
+        (args.out / "recognizer-lines" / split / "labels.tsv").write_text("\n".join(line_rows[split]) + "\n")
+        print(f"{split}: {kept[split]} forms, {len(split_rows)} word crops, {len(line_rows[split])} line crops")
     write_yolo_yaml(args.out)
 
 

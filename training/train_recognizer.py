@@ -95,10 +95,82 @@ def evaluate(model_dir: Path, rows: list[tuple[Path, str]], batch_size: int = 64
     }
 
 
+def load_model(args: argparse.Namespace, config: dict) -> tuple[LoadedCheckpoint, dict]:
+    """The checkpoint to train (a fresh compact TrOCR, or `--init-from`) and the training state it carries."""
+    state = {"recipe": [], "history": [], "steps": 0, "seconds": 0.0, "best_cer": math.inf}
+    if args.init_from:
+        previous = args.init_from / "training_state.json"
+        if previous.exists():
+            state.update(json.loads(previous.read_text()))
+            state["best_cer"] = math.inf  # re-measured on this run's validation set
+        return load_checkpoint(args.init_from, args.device), state
+    tokenizer = compact_trocr.build_char_tokenizer()
+    model = compact_trocr.build_model(tokenizer, config.get("encoder"), config.get("decoder"), config["max_length"])
+    encoder_config = model.config.encoder
+
+    def preprocess(crops):
+        return compact_trocr.prepare_pixels(crops, encoder_config.image_height, encoder_config.image_width)
+
+    return LoadedCheckpoint(model, tokenizer, preprocess), state
+
+
+class Trainer:
+    """One optimisation step at a time: teacher-forced cross-entropy, plus the encoder's CTC loss when it
+    has a CTC head and is trained. With `freeze_encoder` the encoder (weights and batch norms) stays as loaded."""
+
+    def __init__(self, checkpoint: LoadedCheckpoint, config: dict, device: str):
+        self.checkpoint, self.config, self.device = checkpoint, config, device
+        model = checkpoint.model.to(device).train()
+        self.frozen = bool(config.get("freeze_encoder"))
+        if self.frozen:
+            model.encoder.requires_grad_(False)
+            model.encoder.eval()
+        self.ctc_weight = config.get("ctc_weight", 0) if hasattr(model.encoder, "ctc_logits") and not self.frozen else 0
+        self.ctc_loss = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+        self.decoder_start = model.config.decoder_start_token_id
+        self.eos = model.generation_config.eos_token_id
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=config["learning_rate"], weight_decay=0.01)
+        self.trainable = trainable
+
+    def train(self, on: bool) -> None:
+        self.checkpoint.model.train(on)
+        if self.frozen:
+            self.checkpoint.model.encoder.eval()
+
+    def step(self, crops: list[Image.Image], texts: list[str]) -> float:
+        model = self.checkpoint.model
+        pixel_values = self.checkpoint.preprocess(crops).to(self.device)
+        labels = label_ids(self.checkpoint.tokenizer, texts, self.decoder_start, self.eos, self.config["max_length"])
+        with torch.set_grad_enabled(not self.frozen):
+            encoder_outputs = model.encoder(pixel_values=pixel_values)
+        loss = model(encoder_outputs=encoder_outputs, labels=labels.to(self.device)).loss
+        if self.ctc_weight:
+            log_probs = model.encoder.ctc_logits(encoder_outputs.last_hidden_state).log_softmax(-1)
+            targets, target_lengths = ctc_targets(texts)
+            input_lengths = torch.full((len(texts),), log_probs.shape[1], dtype=torch.long)
+            loss = loss + self.ctc_weight * self.ctc_loss(
+                log_probs.transpose(0, 1), targets, input_lengths, target_lengths
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+        self.optimizer.step()
+        return loss.item()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("data/synth/recognizer"))
-    parser.add_argument("--val", type=Path, help="validation crops that pick the best checkpoint (default: DATA/val)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        default=[Path("data/synth/recognizer")],
+        help="dataset folders, each with train/ (and val/); their crops are mixed",
+    )
+    parser.add_argument(
+        "--val", type=Path, nargs="+", help="validation crops that pick the best checkpoint (default: each DATA/val)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/recognizer"))
     parser.add_argument("--config", type=Path, default=Path("training/configs/recognizer_cpu.json"))
     parser.add_argument("--init-from", type=Path, help="a local TrOCR checkpoint to resume or fine-tune")
@@ -114,37 +186,26 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
 
-    state = {"recipe": [], "history": [], "steps": 0, "seconds": 0.0, "best_cer": math.inf}
-    if args.init_from:
-        checkpoint = load_checkpoint(args.init_from, args.device)
-        previous = args.init_from / "training_state.json"
-        if previous.exists():
-            state.update(json.loads(previous.read_text()))
-            state["best_cer"] = math.inf  # re-measured on this run's validation set
-    else:
-        tokenizer = compact_trocr.build_char_tokenizer()
-        model = compact_trocr.build_model(tokenizer, config.get("encoder"), config.get("decoder"), config["max_length"])
-        encoder_config = model.config.encoder
-
-        def preprocess(crops):
-            return compact_trocr.prepare_pixels(crops, encoder_config.image_height, encoder_config.image_width)
-
-        checkpoint = LoadedCheckpoint(model, tokenizer, preprocess)
-    model, tokenizer, preprocess = checkpoint.model, checkpoint.tokenizer, checkpoint.preprocess
-    model.to(args.device).train()
-    decoder_start = model.config.decoder_start_token_id
-    eos = model.generation_config.eos_token_id
-    has_ctc = hasattr(model.encoder, "ctc_logits") and config.get("ctc_weight", 0) > 0
-    ctc_loss = torch.nn.CTCLoss(blank=0, zero_infinity=True)
-
-    train_rows = [(p, t) for p, t in read_split(args.data / "train") if 0 < len(t) <= config["max_length"] - 1]
-    val_rows = read_split(args.val or args.data / "val")
+    checkpoint, state = load_model(args, config)
+    trainer = Trainer(checkpoint, config, args.device)
+    # each batch draws its crops from the datasets alike (words and lines, say), whatever their sizes
+    train_sets = [
+        [(p, t) for p, t in read_split(data / "train") if 0 < len(t) <= config["max_length"] - 1] for data in args.data
+    ]
+    for data, rows in zip(args.data, train_sets, strict=True):
+        if not rows:
+            raise SystemExit(f"{data}/train has no crop with a text of 1 to {config['max_length'] - 1} characters")
+    train_rows = [row for rows in train_sets for row in rows]
+    val_folders = args.val or [data / "val" for data in args.data]
+    val_rows = [row for folder in val_folders for row in read_split(folder)]
     rng.shuffle(val_rows)
     val_rows = val_rows[: config["eval_samples"]]
-    parameters = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"train crops {len(train_rows)}, val crops {len(val_rows)}, params {parameters:.2f}M")
+    parameters = sum(p.numel() for p in checkpoint.model.parameters()) / 1e6
+    trained = sum(p.numel() for p in trainer.trainable) / 1e6
+    print(
+        f"train crops {len(train_rows)}, val crops {len(val_rows)}, params {parameters:.2f}M ({trained:.2f}M trained)"
+    )
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"], weight_decay=0.01)
     budget = args.minutes * 60
     started = time.perf_counter()
 
@@ -155,27 +216,27 @@ def main(argv: list[str] | None = None) -> None:
         progress = min(1.0, max((time.perf_counter() - started) / budget, step / args.max_steps))
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lr_at)
     args.out.mkdir(parents=True, exist_ok=True)
-    step = 0
-    running = None
     state["recipe"].append(
         {
             "config": config,
             "init_from": str(args.init_from) if args.init_from else None,
-            "data": str(args.data),
-            "val": str(args.val or args.data / "val"),
+            "data": [str(d) for d in args.data],
+            "val": [str(v) for v in val_folders],
             "minutes": args.minutes,
             "device": args.device,
         }
     )
+    step = 0
+    running = None
 
     def save_if_best() -> None:
-        model.eval()
+        trainer.train(False)
         tmp = args.out / "last"
         checkpoint.save(tmp)
         metrics = evaluate(tmp, val_rows)
-        model.train()
+        trainer.train(True)
         entry = {"step": state["steps"] + step, "minutes": round((time.perf_counter() - started) / 60, 1), **metrics}
         state["history"].append(entry)
         print(json.dumps(entry), flush=True)
@@ -185,28 +246,12 @@ def main(argv: list[str] | None = None) -> None:
         (args.out / "training_state.json").write_text(json.dumps({**state, "steps_this_run": step}, indent=1))
 
     while step < args.max_steps and time.perf_counter() - started < budget:
-        batch = rng.sample(train_rows, config["batch_size"])
-        texts = [t for _, t in batch]
+        batch = [rng.choice(rng.choice(train_sets)) for _ in range(config["batch_size"])]
         crops = [jitter_crop(Image.open(p).convert("L"), rng, config.get("box_jitter", 0.0)) for p, _ in batch]
-        pixel_values = preprocess(crops).to(args.device)
-        labels = label_ids(tokenizer, texts, decoder_start, eos, config["max_length"]).to(args.device)
-        encoder_outputs = model.encoder(pixel_values=pixel_values)
-        output = model(encoder_outputs=encoder_outputs, labels=labels)
-        loss = output.loss
-        if has_ctc:
-            log_probs = model.encoder.ctc_logits(encoder_outputs.last_hidden_state).log_softmax(-1)
-            targets, target_lengths = ctc_targets(texts)
-            input_lengths = torch.full((len(texts),), log_probs.shape[1], dtype=torch.long)
-            loss = loss + config["ctc_weight"] * ctc_loss(
-                log_probs.transpose(0, 1), targets, input_lengths, target_lengths
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        loss = trainer.step(crops, [t for _, t in batch])
         scheduler.step()
         step += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        running = loss if running is None else 0.98 * running + 0.02 * loss
         if step % 50 == 0:
             elapsed = time.perf_counter() - started
             print(

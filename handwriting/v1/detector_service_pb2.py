@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from handwriting.v1 import image_pb2 as handwriting_dot_v1_dot_image__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%handwriting/v1/detector_service.proto\x12\x0ehandwriting.v1\x1a\x1ahandwriting/v1/image.proto\"H\n\rDetectRequest\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.handwriting.v1.Image\x12\x11\n\tmin_score\x18\x02 \x01(\x02\"j\n\x0e\x44\x65tectResponse\x12-\n\ndetections\x18\x01 \x03(\x0b\x32\x19.handwriting.v1.Detection\x12\x13\n\x0bimage_width\x18\x02 \x01(\x05\x12\x14\n\x0cimage_height\x18\x03 \x01(\x05\"u\n\tDetection\x12\x37\n\x0f\x64\x65tection_class\x18\x01 \x01(\x0e\x32\x1e.handwriting.v1.DetectionClass\x12 \n\x03\x62ox\x18\x02 \x01(\x0b\x32\x13.handwriting.v1.Box\x12\r\n\x05score\x18\x03 \x01(\x02\"?\n\x03\x42ox\x12\x0c\n\x04left\x18\x01 \x01(\x02\x12\x0b\n\x03top\x18\x02 \x01(\x02\x12\r\n\x05right\x18\x03 \x01(\x02\x12\x0e\n\x06\x62ottom\x18\x04 \x01(\x02*e\n\x0e\x44\x65tectionClass\x12\x1f\n\x1b\x44\x45TECTION_CLASS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45TECTION_CLASS_WORD\x10\x01\x12\x18\n\x14\x44\x45TECTION_CLASS_LINE\x10\x02\x32Z\n\x0f\x44\x65tectorService\x12G\n\x06\x44\x65tect\x12\x1d.handwriting.v1.DetectRequest\x1a\x1e.handwriting.v1.DetectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%handwriting/v1/detector_service.proto\x12\x0ehandwriting.v1\x1a\x1ahandwriting/v1/image.proto\"y\n\rDetectRequest\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.handwriting.v1.Image\x12\x11\n\tmin_score\x18\x02 \x01(\x02\x12/\n\x07\x63lasses\x18\x03 \x03(\x0e\x32\x1e.handwriting.v1.DetectionClass\"j\n\x0e\x44\x65tectResponse\x12-\n\ndetections\x18\x01 \x03(\x0b\x32\x19.handwriting.v1.Detection\x12\x13\n\x0bimage_width\x18\x02 \x01(\x05\x12\x14\n\x0cimage_height\x18\x03 \x01(\x05\"u\n\tDetection\x12\x37\n\x0f\x64\x65tection_class\x18\x01 \x01(\x0e\x32\x1e.handwriting.v1.DetectionClass\x12 \n\x03\x62ox\x18\x02 \x01(\x0b\x32\x13.handwriting.v1.Box\x12\r\n\x05score\x18\x03 \x01(\x02\"?\n\x03\x42ox\x12\x0c\n\x04left\x18\x01 \x01(\x02\x12\x0b\n\x03top\x18\x02 \x01(\x02\x12\r\n\x05right\x18\x03 \x01(\x02\x12\x0e\n\x06\x62ottom\x18\x04 \x01(\x02*e\n\x0e\x44\x65tectionClass\x12\x1f\n\x1b\x44\x45TECTION_CLASS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45TECTION_CLASS_WORD\x10\x01\x12\x18\n\x14\x44\x45TECTION_CLASS_LINE\x10\x02\x32Z\n\x0f\x44\x65tectorService\x12G\n\x06\x44\x65tect\x12\x1d.handwriting.v1.DetectRequest\x1a\x1e.handwriting.v1.DetectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'handwriting.v1.detector_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DETECTIONCLASS']._serialized_start=451
-  _globals['_DETECTIONCLASS']._serialized_end=552
+  _globals['_DETECTIONCLASS']._serialized_start=500
+  _globals['_DETECTIONCLASS']._serialized_end=601
   _globals['_DETECTREQUEST']._serialized_start=85
-  _globals['_DETECTREQUEST']._serialized_end=157
-  _globals['_DETECTRESPONSE']._serialized_start=159
-  _globals['_DETECTRESPONSE']._serialized_end=265
-  _globals['_DETECTION']._serialized_start=267
-  _globals['_DETECTION']._serialized_end=384
-  _globals['_BOX']._serialized_start=386
-  _globals['_BOX']._serialized_end=449
-  _globals['_DETECTORSERVICE']._serialized_start=554
-  _globals['_DETECTORSERVICE']._serialized_end=644
+  _globals['_DETECTREQUEST']._serialized_end=206
+  _globals['_DETECTRESPONSE']._serialized_start=208
+  _globals['_DETECTRESPONSE']._serialized_end=314
+  _globals['_DETECTION']._serialized_start=316
+  _globals['_DETECTION']._serialized_end=433
+  _globals['_BOX']._serialized_start=435
+  _globals['_BOX']._serialized_end=498
+  _globals['_DETECTORSERVICE']._serialized_start=603
+  _globals['_DETECTORSERVICE']._serialized_end=693
 # @@protoc_insertion_point(module_scope)

@@ -18,12 +18,14 @@ DETECTION_CLASS_WORD: DetectionClass
 DETECTION_CLASS_LINE: DetectionClass
 
 class DetectRequest(_message.Message):
-    __slots__ = ("image", "min_score")
+    __slots__ = ("image", "min_score", "classes")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
     image: _image_pb2.Image
     min_score: float
-    def __init__(self, image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., min_score: _Optional[float] = ...) -> None: ...
+    classes: _containers.RepeatedScalarFieldContainer[DetectionClass]
+    def __init__(self, image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., min_score: _Optional[float] = ..., classes: _Optional[_Iterable[_Union[DetectionClass, str]]] = ...) -> None: ...
 
 class DetectResponse(_message.Message):
     __slots__ = ("detections", "image_width", "image_height")

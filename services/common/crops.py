@@ -1,30 +1,44 @@
-"""Crop logic shared by the orchestrator (inference) and the training data generator.
+"""The one crop function: serving and training data both cut the recognizer's input with `cut_crop`.
 
-Both sides must cut word crops the same way, or the recognizer sees a different
-distribution in production than in training.
+The recognizer must see in service what it saw in training, so the padding, the grayscale
+conversion and the shrink to `MAX_CROP_HEIGHT` live here and nowhere else; a test pins the output.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from PIL import Image
 
-# Padding around a detected box, as a fraction of the box height, on every side.
+from services.common import geometry
+
+# Padding around a box, as a fraction of the box height, on every side (at least MIN_PADDING_PX).
 PADDING_RATIO = 0.12
 MIN_PADDING_PX = 2
+# Crops taller than this are shrunk to it (bilinear, aspect kept) before they travel; models read 32-96 px.
+MAX_CROP_HEIGHT = 96
 
 
-def padded_box(
-    box: tuple[float, float, float, float], width: int, height: int, padding_ratio: float = PADDING_RATIO
-) -> tuple[int, int, int, int]:
-    """Return the integer (left, top, right, bottom) of `box` grown by the padding and clipped to the image."""
-    left, top, right, bottom = box
-    pad = max(MIN_PADDING_PX, (bottom - top) * padding_ratio)
-    return (
-        max(0, int(left - pad)),
-        max(0, int(top - pad)),
-        min(width, int(round(right + pad))),
-        min(height, int(round(bottom + pad))),
-    )
+def crop_box(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
+    """The integer region `cut_crop` takes for `box` on a `width` x `height` page."""
+    padding = max(MIN_PADDING_PX, (box[3] - box[1]) * PADDING_RATIO)
+    return geometry.padded(box, padding, width, height)
+
+
+def cut_crop(page: Image.Image, box: Sequence[float]) -> Image.Image:
+    """The recognizer's input for one word or line box: padded, 8-bit grayscale, at most MAX_CROP_HEIGHT tall.
+
+    Convert the page to "L" once and pass that when cutting many crops: the result is the same.
+    """
+    gray = page if page.mode == "L" else page.convert("L")
+    left, top, right, bottom = crop_box(box, gray.width, gray.height)
+    if right <= left or bottom <= top:
+        return Image.new("L", (1, 1), 255)
+    crop = gray.crop((left, top, right, bottom))
+    if crop.height <= MAX_CROP_HEIGHT:
+        return crop
+    width = max(1, round(crop.width * MAX_CROP_HEIGHT / crop.height))
+    return crop.resize((width, MAX_CROP_HEIGHT), Image.BILINEAR)
 
 
 def fit_within(image: Image.Image, max_side: int) -> tuple[Image.Image, float]:
@@ -34,23 +48,3 @@ def fit_within(image: Image.Image, max_side: int) -> tuple[Image.Image, float]:
         return image, scale
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.BILINEAR), scale
-
-
-def crop_word(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
-    """Cut one box out of a page as 8-bit grayscale, the recognizer's input."""
-    gray = image if image.mode == "L" else image.convert("L")
-    left, top, right, bottom = padded_box(box, gray.width, gray.height)
-    if right <= left or bottom <= top:
-        return Image.new("L", (1, 1), 255)
-    return gray.crop((left, top, right, bottom))
-
-
-MAX_CROP_HEIGHT = 96  # crops are downscaled to this before they travel; models read 32-384 px
-
-
-def shrink_crop(crop: Image.Image) -> Image.Image:
-    """A crop taller than MAX_CROP_HEIGHT scaled down to it, keeping its aspect ratio."""
-    if crop.height <= MAX_CROP_HEIGHT:
-        return crop
-    width = max(1, round(crop.width * MAX_CROP_HEIGHT / crop.height))
-    return crop.resize((width, MAX_CROP_HEIGHT), Image.BILINEAR)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,6 +30,8 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
+    # what the service opened besides the server (channels, model threads): closed after the server stops
+    closers: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
 
     async def mark_serving(self, serving: bool = True) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -39,6 +41,10 @@ class RunningServer:
     async def stop(self, grace: float) -> None:
         await self.mark_serving(False)
         await self.server.stop(grace)
+        for close in self.closers:
+            result = close()
+            if result is not None:
+                await result
 
 
 def channel_options(settings: ServerSettings) -> list[tuple[str, int]]:
@@ -84,6 +90,7 @@ async def start_model_service(settings: ServerSettings, servicer, add_servicer, 
     """Start serving with health NOT_SERVING, load the model off the event loop (`servicer.load`),
     then report SERVING: health checks answer all through a slow model load."""
     running = await create_server(settings, [lambda server: add_servicer(servicer, server)], [service_name])
+    running.closers.append(servicer.runner.close)
     await asyncio.get_running_loop().run_in_executor(None, servicer.load)
     await running.mark_serving()
     return running
@@ -99,11 +106,7 @@ def run(settings_class: type, start: Callable[[ServerSettings], Awaitable[Runnin
     asyncio.run(serve(settings, start))
 
 
-async def serve(
-    settings: ServerSettings,
-    start: Callable[[ServerSettings], Awaitable[RunningServer]],
-    on_stop: Callable[[], Awaitable[None]] | None = None,
-) -> None:
+async def serve(settings: ServerSettings, start: Callable[[ServerSettings], Awaitable[RunningServer]]) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -113,6 +116,4 @@ async def serve(
     await stop_requested.wait()
     logger.info("shutting down", extra={"grace_seconds": settings.shutdown_grace_seconds})
     await running.stop(settings.shutdown_grace_seconds)
-    if on_stop:
-        await on_stop()
     logger.info("stopped")

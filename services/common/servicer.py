@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 
 import grpc
 
 from services.common import errors
 from services.common.images import ImageError
 from services.common.model_runner import QueueFull
-
-logger = logging.getLogger("handwriting.servicer")
 
 
 class ModelNotReady(RuntimeError):

@@ -106,7 +106,7 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     lexicon: str = "auto"
     lexicon_weight: float = 1.5  # services.recognizer.lexicon.DEFAULT_WEIGHT (not imported: no rapidfuzz here)
     lexicon_n_best: int = 5
-    max_new_tokens: int = 32
+    max_new_tokens: int = 0  # 0: what the model was built for (32 for word models, 128 for line models)
     model_batch_size: int = 32
     max_crops_per_request: int = 512
     device: str = "cpu"
@@ -121,6 +121,7 @@ class OrchestratorSettings(ServerSettings, ImageLimits):
     recognizer_address: str = "localhost:50053"
     recognizer_batch_size: int = 32
     recognizer_concurrency: int = 4
+    recognition_unit: str = "word"  # the recognizer reads "word" or "line" crops (services.orchestrator.pipeline)
     # the page is downscaled to this longest side before it goes to the detector
     detector_max_side: int = 1280
     default_deadline_seconds: float = 60.0

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-logger = logging.getLogger("handwriting.detector")
+from services.common import geometry
+from services.common.geometry import WORD
 
-WORD, LINE = 0, 1
-CLASS_NAMES = {WORD: "word", LINE: "line"}
+logger = logging.getLogger("handwriting.detector")
 
 
 def configure_ultralytics_offline(config_dir: str | Path | None = None) -> None:
@@ -129,10 +129,8 @@ def merge_nested(detections: list[Detection], containment: float = 0.8) -> list[
     merged: list[Detection] = []
     for detection in sorted(detections, key=lambda d: d.score, reverse=True):
         for i, kept in enumerate(merged):
-            if kept.class_id == detection.class_id and _contained(detection.box, kept.box, containment):
-                (l1, t1, r1, b1), (l2, t2, r2, b2) = kept.box, detection.box
-                box = (min(l1, l2), min(t1, t2), max(r1, r2), max(b1, b2))
-                merged[i] = Detection(kept.class_id, box, kept.score)
+            if kept.class_id == detection.class_id and geometry.contained(detection.box, kept.box, containment):
+                merged[i] = Detection(kept.class_id, geometry.union([kept.box, detection.box]), kept.score)
                 break
         else:
             merged.append(detection)
@@ -150,13 +148,3 @@ def drop_flat_words(detections: list[Detection], min_height_ratio: float = 0.4) 
         return detections
     floor = min_height_ratio * statistics.median(heights)
     return [d for d in detections if d.class_id != WORD or d.box[3] - d.box[1] >= floor]
-
-
-def _contained(a: tuple[float, ...], b: tuple[float, ...], fraction: float) -> bool:
-    """Whether at least `fraction` of the smaller of boxes a and b lies inside the other."""
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return False
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return width * height >= fraction * smaller

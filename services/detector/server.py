@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-
 import grpc
 import torch
 
 from handwriting.v1 import detector_service_pb2 as pb
 from handwriting.v1 import detector_service_pb2_grpc as pb_grpc
+from services.common.geometry import LINE, WORD
 from services.common.images import image_from_proto
 from services.common.model_runner import ModelRunner
 from services.common.server import RunningServer, run, start_model_service
 from services.common.servicer import ModelNotReady, rpc_errors
 from services.common.settings import DetectorSettings
 from services.common.tracing import span
-from services.detector.model import LINE, WORD, Detector
+from services.detector.model import Detector
 
-logger = logging.getLogger("handwriting.detector")
 CLASSES = {WORD: pb.DETECTION_CLASS_WORD, LINE: pb.DETECTION_CLASS_LINE}
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
 
@@ -35,6 +33,7 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
             image = image_from_proto(request.image, self.settings)
             with span("detect", image_width=image.width, image_height=image.height):
                 detections = await self.runner.run(self.detector.predict, image, request.min_score or None)
+            wanted = set(request.classes) or set(CLASSES.values())
             return pb.DetectResponse(
                 image_width=image.width,
                 image_height=image.height,
@@ -45,7 +44,7 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
                         score=d.score,
                     )
                     for d in detections
-                    if d.class_id in CLASSES
+                    if CLASSES.get(d.class_id) in wanted
                 ],
             )
 

@@ -1,42 +1,47 @@
 """The page pipeline: detect, group into lines, crop, recognise in concurrent batches, assemble.
 
-Talks to the detector and recognizer through their gRPC stubs; every downstream call gets the
-time left before the request's deadline, so nothing outlives its caller.
+One pipeline for the service, the evaluation and the benchmarks: the detector and recognizer are
+passed in (gRPC stubs behind `services.orchestrator.downstream`, or the models in this process
+behind `training.inprocess`), so what is measured is what is served. No gRPC here.
+
+The recognizer reads word crops or, with `unit="line"`, one crop per line (the union of its word
+boxes); a line's reading is then shared out to its word boxes by `assign_words`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-import grpc
 from PIL import Image
 
-from handwriting.v1 import detector_service_pb2 as detector_pb
-from handwriting.v1 import detector_service_pb2_grpc as detector_grpc
 from handwriting.v1 import geometry_pb2, page_pb2
-from handwriting.v1 import recognizer_service_pb2 as recognizer_pb
-from handwriting.v1 import recognizer_service_pb2_grpc as recognizer_grpc
-from services.common.crops import crop_word, fit_within, shrink_crop
-from services.common.images import image_to_raw
-from services.common.settings import OrchestratorSettings
+from services.common import geometry
+from services.common.crops import cut_crop, fit_within
+from services.common.geometry import Box
 from services.common.tracing import span
-from services.orchestrator.layout import Box, group_into_lines
+from services.orchestrator.layout import group_into_lines
 
-logger = logging.getLogger("handwriting.orchestrator")
+UNITS = ("word", "line")
 
 
-class DownstreamError(Exception):
-    """A stage failed; carries the code to return and which stage it was."""
+class Reading(Protocol):
+    text: str
+    confidence: float
 
-    def __init__(self, stage: str, code: grpc.StatusCode, message: str):
-        super().__init__(f"{stage}: {message}")
-        self.stage = stage
-        self.code = code
-        self.message = message
+
+class DetectorBackend(Protocol):
+    async def detect(self, image: Image.Image, min_score: float, deadline: float) -> list[tuple[Box, float]]:
+        """Word boxes with their scores, in the pixels of `image`."""
+
+
+class RecognizerBackend(Protocol):
+    async def recognize(self, crops: list[Image.Image], deadline: float) -> Sequence[Reading]:
+        """One reading per crop, in order."""
 
 
 @dataclass
@@ -44,6 +49,18 @@ class PageResult:
     page: page_pb2.Page
     detect_ms: float
     recognize_ms: float
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    detector_max_side: int = 1280  # the page is downscaled to this for detection; crops come from the full page
+    batch_size: int = 32  # crops per recognizer call
+    concurrency: int = 4  # recognizer calls in flight per page
+    unit: str = "word"  # what the recognizer reads: "word" or "line" crops
+
+    def __post_init__(self):
+        if self.unit not in UNITS:
+            raise ValueError(f"unit must be one of {UNITS}, not {self.unit!r}")
 
 
 def bounding_poly(box: Box, width: int, height: int) -> geometry_pb2.BoundingPoly:
@@ -55,14 +72,31 @@ def bounding_poly(box: Box, width: int, height: int) -> geometry_pb2.BoundingPol
     )
 
 
+def assign_words(text: str, boxes: Sequence[Box]) -> list[str]:
+    """Share a line's reading out to its word boxes (left to right): one text per box, "" for none.
+
+    As many words as boxes: one each. Otherwise each word goes to the box under its estimated centre,
+    the line's width shared out in proportion to characters, and words that land on one box are joined.
+    """
+    words = text.split()
+    if len(words) == len(boxes) or not boxes:
+        return words if boxes else []
+    left, right = boxes[0][0], max(b[2] for b in boxes)
+    total = sum(len(w) for w in words) + len(words) - 1
+    texts: list[list[str]] = [[] for _ in boxes]
+    # boundaries between boxes: midway through the gap between neighbours
+    cuts = [(boxes[i][2] + boxes[i + 1][0]) / 2 for i in range(len(boxes) - 1)]
+    offset = 0
+    for word in words:
+        centre = left + (right - left) * (offset + len(word) / 2) / max(1, total)
+        offset += len(word) + 1
+        texts[sum(centre > cut for cut in cuts)].append(word)
+    return [" ".join(t) for t in texts]
+
+
 class OcrPipeline:
-    def __init__(
-        self,
-        settings: OrchestratorSettings,
-        detector: detector_grpc.DetectorServiceStub,
-        recognizer: recognizer_grpc.RecognizerServiceStub,
-    ):
-        self.settings = settings
+    def __init__(self, options: PipelineOptions, detector: DetectorBackend, recognizer: RecognizerBackend):
+        self.options = options
         self.detector = detector
         self.recognizer = recognizer
 
@@ -79,106 +113,73 @@ class OcrPipeline:
         with span("layout_and_crop", words=len(words)):
             boxes = [box for box, _ in words]
             lines = group_into_lines(boxes)
-            order = [index for line in lines for index in line]
+            line_boxes = [geometry.union(boxes[i] for i in line) for line in lines]
             gray = image.convert("L")
-            crops = [shrink_crop(crop_word(gray, boxes[index])) for index in order]
+            if self.options.unit == "line":
+                crops = [cut_crop(gray, box) for box in line_boxes]
+            else:
+                crops = [cut_crop(gray, boxes[i]) for line in lines for i in line]
         started = time.perf_counter()
-        recognitions = await self._recognize(crops, deadline)
+        readings = iter(await self._recognize(crops, deadline))
         recognize_ms = 1000 * (time.perf_counter() - started)
 
         with span("assemble"):
-            by_index = dict(zip(order, recognitions, strict=True))
-            all_confidences = []
-            for line in lines:
-                line_words = []
-                for index in line:
-                    box, score = words[index]
-                    recognition = by_index[index]
-                    line_words.append(
-                        page_pb2.Word(
-                            text=recognition.text,
-                            confidence=recognition.confidence,
-                            detection_confidence=score,
-                            bounding_poly=bounding_poly(box, image.width, image.height),
-                        )
+            for line, line_box in zip(lines, line_boxes, strict=True):
+                if self.options.unit == "line":
+                    reading = next(readings)
+                    texts = assign_words(reading.text, [boxes[i] for i in line])
+                    confidences = [reading.confidence] * len(line)
+                else:
+                    line_readings = [next(readings) for _ in line]
+                    texts = [r.text for r in line_readings]
+                    confidences = [r.confidence for r in line_readings]
+                line_words = [
+                    page_pb2.Word(
+                        text=text,
+                        confidence=confidence,
+                        detection_confidence=words[index][1],
+                        bounding_poly=bounding_poly(boxes[index], image.width, image.height),
                     )
-                line_box = (
-                    min(boxes[i][0] for i in line),
-                    min(boxes[i][1] for i in line),
-                    max(boxes[i][2] for i in line),
-                    max(boxes[i][3] for i in line),
-                )
-                confidences = [w.confidence for w in line_words]
-                all_confidences.extend(confidences)
+                    for index, text, confidence in zip(line, texts, confidences, strict=True)
+                    if text or self.options.unit == "word"  # a line's box that got none of its reading is left out
+                ]
+                if not line_words:
+                    continue
                 page.lines.append(
                     page_pb2.Line(
                         text=" ".join(w.text for w in line_words if w.text),
-                        confidence=statistics.fmean(confidences),
+                        confidence=statistics.fmean(w.confidence for w in line_words),
                         bounding_poly=bounding_poly(line_box, image.width, image.height),
                         words=line_words,
                     )
                 )
             page.text = "\n".join(line.text for line in page.lines)
-            page.confidence = statistics.fmean(all_confidences)
+            if page.lines:
+                page.confidence = statistics.fmean(w.confidence for line in page.lines for w in line.words)
         return PageResult(page, detect_ms, recognize_ms)
 
     async def _detect(self, image: Image.Image, deadline: float, min_score: float) -> list[tuple[Box, float]]:
-        sent, _ = fit_within(image, self.settings.detector_max_side)
-        request = detector_pb.DetectRequest(image=image_to_raw(sent), min_score=min_score)
-        response = await self._call("detector", self.detector.Detect, request, deadline)
-        to_page_x = image.width / response.image_width if response.image_width else 1.0
-        to_page_y = image.height / response.image_height if response.image_height else 1.0
+        sent, _ = fit_within(image, self.options.detector_max_side)
+        found = await self.detector.detect(sent, min_score, deadline)
+        to_page_x, to_page_y = image.width / sent.width, image.height / sent.height
         words = []
-        for detection in response.detections:
-            if detection.detection_class != detector_pb.DETECTION_CLASS_WORD:
-                continue
-            b = detection.box
-            box = (
-                max(0.0, b.left * to_page_x),
-                max(0.0, b.top * to_page_y),
-                min(float(image.width), b.right * to_page_x),
-                min(float(image.height), b.bottom * to_page_y),
-            )
-            if box[2] - box[0] >= 1 and box[3] - box[1] >= 1:
-                words.append((box, detection.score))
+        for box, score in found:
+            scaled = geometry.scale_to(box, to_page_x, to_page_y, image.width, image.height)
+            if scaled is not None:
+                words.append((scaled, score))
         return words
 
-    async def _recognize(self, crops: list[Image.Image], deadline: float) -> list[recognizer_pb.Recognition]:
-        size = self.settings.recognizer_batch_size
+    async def _recognize(self, crops: list[Image.Image], deadline: float) -> list[Reading]:
+        size = self.options.batch_size
         batches = [crops[start : start + size] for start in range(0, len(crops), size)]
-        gate = asyncio.Semaphore(self.settings.recognizer_concurrency)
+        gate = asyncio.Semaphore(self.options.concurrency)
 
-        async def run(batch: list[Image.Image]) -> list[recognizer_pb.Recognition]:
+        async def run(batch: list[Image.Image]) -> Sequence[Reading]:
             async with gate:
                 with span("recognize_call", batch_size=len(batch)):
-                    request = recognizer_pb.RecognizeRequest(crops=[image_to_raw(crop) for crop in batch])
-                    response = await self._call("recognizer", self.recognizer.Recognize, request, deadline)
-            if len(response.recognitions) != len(batch):
-                raise DownstreamError(
-                    "recognizer",
-                    grpc.StatusCode.INTERNAL,
-                    f"sent {len(batch)} crops, got {len(response.recognitions)} results",
-                )
-            return list(response.recognitions)
+                    return await self.recognizer.recognize(batch, deadline)
 
         # a TaskGroup cancels the other batches as soon as one fails
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(run(batch)) for batch in batches]
-        return [recognition for task in tasks for recognition in task.result()]
-
-    async def _call(self, stage: str, method, request, deadline: float):
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            raise DownstreamError(stage, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call")
-        try:
-            return await method(request, timeout=remaining)
-        except grpc.aio.AioRpcError as error:
-            code = error.code()
-            if code == grpc.StatusCode.INVALID_ARGUMENT or code not in (
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                grpc.StatusCode.CANCELLED,
-            ):  # we validated the input: a mismatch is our bug
-                code = grpc.StatusCode.INTERNAL
-            raise DownstreamError(stage, code, error.details() or code.name) from error
+        return [reading for task in tasks for reading in task.result()]

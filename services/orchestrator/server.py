@@ -18,7 +18,8 @@ from services.common.server import RunningServer, channel_options, create_server
 from services.common.servicer import rpc_errors
 from services.common.settings import OrchestratorSettings
 from services.common.tracing import client_interceptors, span
-from services.orchestrator.pipeline import DownstreamError, OcrPipeline
+from services.orchestrator.downstream import DownstreamError, GrpcDetector, GrpcRecognizer
+from services.orchestrator.pipeline import OcrPipeline, PipelineOptions
 
 logger = logging.getLogger("handwriting.orchestrator")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OcrService"].full_name
@@ -72,6 +73,15 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
             )
 
 
+def pipeline_options(settings: OrchestratorSettings) -> PipelineOptions:
+    return PipelineOptions(
+        detector_max_side=settings.detector_max_side,
+        batch_size=settings.recognizer_batch_size,
+        concurrency=settings.recognizer_concurrency,
+        unit=settings.recognition_unit,
+    )
+
+
 async def start(settings: OrchestratorSettings) -> RunningServer:
     interceptors = client_interceptors(settings)
     options = channel_options(settings)
@@ -80,14 +90,15 @@ async def start(settings: OrchestratorSettings) -> RunningServer:
         settings.recognizer_address, options=options, interceptors=interceptors
     )
     pipeline = OcrPipeline(
-        settings,
-        detector_grpc.DetectorServiceStub(detector_channel),
-        recognizer_grpc.RecognizerServiceStub(recognizer_channel),
+        pipeline_options(settings),
+        GrpcDetector(detector_grpc.DetectorServiceStub(detector_channel)),
+        GrpcRecognizer(recognizer_grpc.RecognizerServiceStub(recognizer_channel)),
     )
     servicer = OcrServicer(settings, pipeline)
     running = await create_server(
         settings, [lambda s: pb_grpc.add_OcrServiceServicer_to_server(servicer, s)], [SERVICE_NAME]
     )
+    running.closers += [detector_channel.close, recognizer_channel.close]
     await running.mark_serving()
     return running
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import grpc
 import torch
 
@@ -18,7 +16,6 @@ from services.common.tracing import span
 from services.recognizer.lexicon import find_lexicon
 from services.recognizer.model import Recognizer
 
-logger = logging.getLogger("handwriting.recognizer")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecognizerService"].full_name
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
+from services.common import geometry
 from training.synth.text import TextSampler
 
 INKS = {
@@ -41,17 +42,10 @@ class PageSample:
     lines: list[list[int]] = field(default_factory=list)  # indices into words, in reading order
 
     def line_boxes(self) -> list[tuple[tuple[float, float, float, float], str]]:
-        result = []
-        for indices in self.lines:
-            boxes = [self.words[i].box for i in indices]
-            union = (
-                min(b[0] for b in boxes),
-                min(b[1] for b in boxes),
-                max(b[2] for b in boxes),
-                max(b[3] for b in boxes),
-            )
-            result.append((union, " ".join(self.words[i].text for i in indices)))
-        return result
+        return [
+            (geometry.union(self.words[i].box for i in indices), " ".join(self.words[i].text for i in indices))
+            for indices in self.lines
+        ]
 
 
 @lru_cache(maxsize=256)
@@ -258,7 +252,7 @@ def apply_scan_effects(sample: PageSample, rng: random.Random, rotate: bool = Tr
     if rotate and rng.random() < 0.3:  # slight perspective: a keystone along y
         k = rng.uniform(-0.03, 0.03)
         # PIL's PERSPECTIVE maps output to input; approximate with a horizontal keystone
-        coeffs = (1 + k, 0, -k * width / 2, 0, 1, 0, 0, 2 * k / height * 0, 1)
+        coeffs = (1 + k, 0, -k * width / 2, 0, 1, 0, 0, 0, 1)
         image = image.transform(image.size, Image.PERSPECTIVE, coeffs, Image.BILINEAR, fillcolor=(235, 235, 235))
         words = _transform_boxes(words, lambda x, y: ((x + k * width / 2) / (1 + k), y))
     array = np.asarray(image).astype(np.float32)

@@ -1,0 +1,126 @@
+"""Exact values for the code every stage shares: boxes, the crop function, the page pipeline's word
+assignment, the model runner's queue. A change to any of their constants must fail here."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.common import crops, geometry
+from services.common.model_runner import ModelRunner, QueueFull
+from services.orchestrator.pipeline import PipelineOptions, assign_words
+
+
+def test_boxes():
+    assert geometry.union([(10, 20, 30, 40), (5, 25, 35, 38)]) == (5, 20, 35, 40)
+    assert geometry.from_points([(3, 4), (1, 9), (7, 2)]) == (1, 2, 7, 9)
+    assert geometry.intersection((0, 0, 10, 10), (5, 5, 20, 20)) == 25
+    assert geometry.intersection((0, 0, 10, 10), (10, 0, 20, 10)) == 0
+    assert geometry.iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert geometry.contained((2, 2, 8, 8), (0, 0, 10, 10), 0.8)
+    assert not geometry.contained((5, 5, 15, 15), (0, 0, 10, 10), 0.8)  # a quarter inside
+    assert geometry.scale_to((10, 10, 50, 30), 2.0, 2.0, 90, 100) == (20, 20, 90, 60)  # clipped at the right
+    assert geometry.scale_to((10, 10, 10.3, 30), 2.0, 2.0, 90, 100) is None  # 0.6 px wide
+    assert geometry.padded((10.6, 20.2, 30.4, 40.5), 4.5, 33, 100) == (6, 15, 33, 45)
+    with pytest.raises(ValueError):
+        geometry.union([])
+
+
+def gradient_page(width: int = 400, height: int = 300) -> Image.Image:
+    x = np.arange(width, dtype=np.uint16)[None, :]
+    y = np.arange(height, dtype=np.uint16)[:, None]
+    return Image.fromarray(((x * 3 + y * 7) % 256).astype(np.uint8), "L")
+
+
+def test_crop_region_padding_and_pixels():
+    page = gradient_page()
+    box = (100.4, 50.2, 180.7, 90.9)  # 40.7 px tall: 0.12 x 40.7 = 4.884 px of padding
+    assert crops.crop_box(box, 400, 300) == (95, 45, 186, 96)
+    crop = crops.cut_crop(page, box)
+    assert crop.mode == "L" and crop.size == (91, 51)
+    assert np.array_equal(np.asarray(crop), np.asarray(page)[45:96, 95:186])
+    # small boxes get at least 2 px; the page edge clips
+    assert crops.crop_box((1, 1, 9, 6), 400, 300) == (0, 0, 11, 8)
+    assert crops.cut_crop(page.convert("RGB"), box).tobytes() == crop.tobytes()  # any mode, the same crop
+
+
+def test_tall_crops_are_shrunk_to_96_px_bilinear():
+    page = gradient_page(600, 500)
+    box = (50, 40, 350, 240)  # 200 px tall: 24 px padding -> 348 x 248 region
+    assert crops.crop_box(box, 600, 500) == (26, 16, 374, 264)
+    crop = crops.cut_crop(page, box)
+    assert crop.size == (135, 96)  # 348 * 96 / 248 = 134.7
+    expected = page.crop((26, 16, 374, 264)).resize((135, 96), Image.BILINEAR)
+    assert crop.tobytes() == expected.tobytes()
+
+
+def test_training_crops_are_the_crops_the_service_cuts(tmp_path):
+    """make_data writes exactly what the orchestrator cuts from the same page after decoding it."""
+    import json
+    import random
+
+    from services.common.images import decode_image
+    from services.common.settings import ImageLimits
+    from training import make_data
+    from training.synth.render import PageSample, WordBox
+
+    rng = random.Random(0)
+    page = Image.fromarray(np.asarray(gradient_page(500, 300).convert("RGB")) // 2 + rng.randrange(60), "RGB")
+    words = [WordBox("alpha", (20.5, 30.2, 120.7, 70.9)), WordBox("beta", (140.2, 28.0, 260.4, 75.3))]
+    sample = PageSample(page, words, [[0, 1]])
+    make_data.make_split_folders(tmp_path, "val")
+    rows, line_rows = make_data.write_sample(tmp_path, "val", "p", sample, keep_page=True)
+    assert [r.split("\t")[1] for r in rows] == ["alpha", "beta"] and line_rows == ["p_line00.png\talpha beta"]
+    served_page = decode_image((tmp_path / "pages" / "val" / "p.png").read_bytes(), ImageLimits()).convert("L")
+    truth = json.loads((tmp_path / "pages" / "val" / "p.json").read_text())
+    for row, word in zip(rows, truth["words"], strict=True):
+        written = Image.open(tmp_path / "recognizer" / "val" / row.split("\t")[0])
+        assert written.tobytes() == crops.cut_crop(served_page, word["box"]).tobytes()
+    line = Image.open(tmp_path / "recognizer-lines" / "val" / "p_line00.png")
+    line_box = geometry.union(w["box"] for w in truth["words"])
+    assert line.tobytes() == crops.cut_crop(served_page, line_box).tobytes()
+
+
+def test_line_reading_is_shared_out_to_word_boxes():
+    boxes = [(0, 0, 40, 10), (50, 0, 90, 10), (100, 0, 200, 10)]
+    assert assign_words("one two three", boxes) == ["one", "two", "three"]
+    # more words than boxes: each word goes where its share of the characters puts its centre along the
+    # line (0-200 px, cuts at 45 and 95): "a" at 5 px, "b" at 26, "cdefgh" at 74, "ijklmnop" at 158
+    assert assign_words("a b cdefgh ijklmnop", boxes) == ["a b", "cdefgh", "ijklmnop"]
+    # fewer: a box gets no text ("onetwo" centred at 50 px); the line's text stays the reading either way
+    assert assign_words("onetwo three", boxes) == ["", "onetwo", "three"]
+    assert assign_words("", boxes) == ["", "", ""]
+    assert assign_words("x", []) == []
+    with pytest.raises(ValueError, match="unit"):
+        PipelineOptions(unit="page")
+
+
+async def test_model_runner_refuses_beyond_its_queue_and_runs_one_at_a_time():
+    runner = ModelRunner(max_queue=2)
+    release = threading.Event()
+    running = threading.Event()
+    active, most = [0], [0]
+
+    def work(value):
+        active[0] += 1
+        most[0] = max(most[0], active[0])
+        running.set()
+        release.wait(10)
+        active[0] -= 1
+        return value * 2
+
+    first = asyncio.ensure_future(runner.run(work, 1))
+    second = asyncio.ensure_future(runner.run(work, 2))
+    await asyncio.get_running_loop().run_in_executor(None, running.wait, 10)
+    assert runner.pending == 2
+    with pytest.raises(QueueFull, match="2 requests already waiting"):
+        await runner.run(work, 3)
+    release.set()
+    assert await asyncio.gather(first, second) == [2, 4]
+    assert most[0] == 1 and runner.pending == 0
+    assert await runner.run(work, 5) == 10  # room again
+    runner.close()
