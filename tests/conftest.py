@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from handwriting.stack import free_port  # noqa: E402,F401  (tests import it from here)
 
 
 def png_bytes(image: Image.Image, format: str = "PNG", **options) -> bytes:
@@ -70,9 +66,6 @@ def tiny_recognizer_dir(tmp_path_factory) -> Path:
 def tiny_stock_trocr_dir(tmp_path_factory) -> Path:
     """A stock-architecture TrOCR (ViT encoder + TrOCR decoder + ViT image processor), as Microsoft ships."""
     from transformers import (
-        TrOCRConfig,
-        TrOCRForCausalLM,
-        VisionEncoderDecoderModel,
         ViTConfig,
         ViTImageProcessor,
         ViTModel,
@@ -96,28 +89,10 @@ def tiny_stock_trocr_dir(tmp_path_factory) -> Path:
         ),
         add_pooling_layer=False,
     )
-    decoder = TrOCRForCausalLM(
-        TrOCRConfig(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            decoder_layers=1,
-            decoder_attention_heads=2,
-            decoder_ffn_dim=64,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            decoder_start_token_id=tokenizer.bos_token_id,
-            is_decoder=True,
-            add_cross_attention=True,
-        )
+    decoder = compact_trocr.char_decoder_config(
+        tokenizer, d_model=32, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64
     )
-    model = VisionEncoderDecoderModel(encoder=encoder, decoder=decoder)
-    model.config.decoder_start_token_id = tokenizer.bos_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.decoder_start_token_id = tokenizer.bos_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model = compact_trocr.assemble(encoder, decoder, tokenizer)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)

@@ -11,7 +11,7 @@ from transformers import VisionEncoderDecoderModel
 
 from services.recognizer import compact_trocr
 from services.recognizer.lexicon import _CORE, Lexicon
-from services.recognizer.model import Recognizer, load_checkpoint
+from services.recognizer.model import Recognition, Recognizer, load_checkpoint
 
 
 def crops(count: int) -> list[Image.Image]:
@@ -49,6 +49,20 @@ def test_predicts_one_result_per_crop_in_order(fixture, request):
     # batching must not change results: one by one gives the same texts
     assert [recognizer.predict([c])[0].text for c in crops(7)] == [r.text for r in results]
     assert recognizer.predict([]) == []
+
+
+def test_batches_of_similar_widths_come_back_in_the_order_sent(tiny_recognizer_dir, monkeypatch):
+    recognizer = Recognizer(tiny_recognizer_dir, batch_size=2, max_new_tokens=2)
+    batches = []
+
+    def by_width(batch):
+        batches.append([crop.width for crop in batch])
+        return [Recognition(str(crop.width), 1.0) for crop in batch]
+
+    monkeypatch.setattr(recognizer, "_predict_batch", by_width)
+    widths = [90, 20, 50, 10, 70]
+    assert [r.text for r in recognizer.predict([Image.new("L", (w, 10)) for w in widths])] == list(map(str, widths))
+    assert batches == [[10, 20], [50, 70], [90]]
 
 
 def test_greedy_confidence_is_the_geometric_mean_of_token_probabilities(tiny_recognizer_dir):

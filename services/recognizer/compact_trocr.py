@@ -159,7 +159,12 @@ def build_model(
         "activation_function": "gelu",
         **(decoder or {}),
     }
-    decoder_config = TrOCRConfig(
+    return assemble(CompactEncoderModel(encoder_config), char_decoder_config(tokenizer, **decoder_args), tokenizer)
+
+
+def char_decoder_config(tokenizer: PreTrainedTokenizerFast, **options) -> TrOCRConfig:
+    """A TrOCR decoder's config for the character tokenizer; `options`: sizes and the like."""
+    return TrOCRConfig(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
@@ -167,17 +172,17 @@ def build_model(
         decoder_start_token_id=tokenizer.bos_token_id,
         is_decoder=True,
         add_cross_attention=True,
-        **decoder_args,
+        **options,
     )
-    model = VisionEncoderDecoderModel(
-        encoder=CompactEncoderModel(encoder_config), decoder=TrOCRForCausalLM(decoder_config)
-    )
-    model.config.decoder_start_token_id = tokenizer.bos_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.decoder_start_token_id = tokenizer.bos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+
+
+def assemble(encoder: PreTrainedModel, decoder_config: TrOCRConfig, tokenizer) -> VisionEncoderDecoderModel:
+    """`encoder` and a fresh decoder as one VisionEncoderDecoderModel, its special tokens set for generation."""
+    model = VisionEncoderDecoderModel(encoder=encoder, decoder=TrOCRForCausalLM(decoder_config))
+    for config in (model.config, model.generation_config):
+        config.decoder_start_token_id = tokenizer.bos_token_id
+        config.pad_token_id = tokenizer.pad_token_id
+        config.eos_token_id = tokenizer.eos_token_id
     return model
 
 

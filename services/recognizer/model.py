@@ -30,7 +30,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 from transformers.modeling_outputs import BaseModelOutput
 
-from services.recognizer import compact_trocr  # registers the compact encoder with AutoModel
+from services.recognizer import compact_trocr, ppocr_encoder  # register their encoders with AutoModel
 from services.recognizer.lexicon import Lexicon
 
 logger = logging.getLogger("handwriting.recognizer")
@@ -71,6 +71,13 @@ def load_checkpoint(model_dir: str | Path, device: str = "cpu") -> LoadedCheckpo
             return compact_trocr.prepare_pixels(crops, height, width)
 
         image_processor = None
+    elif encoder_config.model_type == ppocr_encoder.MODEL_TYPE:
+        height, max_width = encoder_config.image_height, encoder_config.max_width
+
+        def preprocess(crops: list[Image.Image]) -> torch.Tensor:
+            return ppocr_encoder.prepare_pixels(crops, height, max_width)
+
+        image_processor = None
     else:  # a stock TrOCR: its own image processor (resize to 384x384, normalise)
         image_processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
 
@@ -89,23 +96,30 @@ class Recognizer:
         model_dir: str | Path,
         device: str = "cpu",
         beam_size: int = 1,
-        max_new_tokens: int = 32,
+        max_new_tokens: int = 0,
         batch_size: int = 32,
         lexicon: Lexicon | None = None,
         n_best: int = 5,
+        ctc_weight: float | None = None,
     ):
         if beam_size < 1 or n_best < 1:
             raise ValueError("beam_size and n_best must be >= 1")
         self.device = device
         self.beam_size = beam_size
-        self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.lexicon = lexicon
         self.n_best = n_best
         checkpoint = load_checkpoint(model_dir, device)
         self.model = checkpoint.model.eval()
+        # 0: as many tokens as the decoder was built for (its positions, less the 8 that build_model adds)
+        self.max_new_tokens = max_new_tokens or max(1, self.model.config.decoder.max_position_embeddings - 8)
         self.tokenizer = checkpoint.tokenizer
         self.preprocess = checkpoint.preprocess
+        # the encoder's CTC head as a second reader: its weight in each reading's score (see `_add_ctc`)
+        default_weight = getattr(self.model.config.encoder, "decode_ctc_weight", 0.0)
+        self.ctc_weight = default_weight if ctc_weight is None or ctc_weight < 0 else ctc_weight
+        if self.ctc_weight and not hasattr(self.model.encoder, "ctc_logits"):
+            raise ValueError("ctc_weight needs an encoder with a CTC head")
         self.model_name = os.path.basename(os.path.normpath(str(model_dir)))
         logger.info("recognizer loaded", extra={"model_dir": str(model_dir), "device": device})
 
@@ -113,14 +127,19 @@ class Recognizer:
     def predict(self, crops: list[Image.Image]) -> list[Recognition]:
         if not crops:
             return []
-        results: list[Recognition] = []
-        for start in range(0, len(crops), self.batch_size):
-            results.extend(self._predict_batch(crops[start : start + self.batch_size]))
+        # batches of similar widths: less padding to compute, and a crop reads (nearly) the same whatever
+        # else was sent with it
+        order = sorted(range(len(crops)), key=lambda i: crops[i].width / max(1, crops[i].height))
+        results: list[Recognition | None] = [None] * len(crops)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            for index, result in zip(chunk, self._predict_batch([crops[i] for i in chunk]), strict=True):
+                results[index] = result
         return results
 
     def _predict_batch(self, crops: list[Image.Image]) -> list[Recognition]:
         pixel_values = self.preprocess(crops).to(self.device)
-        n_best = self.n_best if self.lexicon is not None else 1
+        n_best = self.n_best if self.lexicon is not None or self.ctc_weight else 1
         beams = max(self.beam_size, n_best)
         beam_options = dict(num_beams=beams, num_return_sequences=n_best, length_penalty=1.0, early_stopping=True)
         encoded = self.model.encoder(pixel_values=pixel_values)  # once: decoding and near-word scoring share it
@@ -149,12 +168,43 @@ class Recognizer:
             [(texts[i], log_probs[i], confidences[i]) for i in range(start, start + n_best)]
             for start in range(0, len(texts), n_best)
         ]
-        self._add_near_words(encoder_states, groups)
+        if self.ctc_weight:
+            self._add_ctc(pixel_values, encoder_states, groups)
+        if self.lexicon is not None:
+            self._add_near_words(encoder_states, groups)
         results = []
         for readings in groups:
-            text, _, confidence = readings[self.lexicon.choose([(t, lp) for t, lp, _ in readings])]
+            candidates = [(t, lp) for t, lp, _ in readings]
+            if self.lexicon is not None:
+                best = self.lexicon.choose(candidates)
+            else:
+                best = max(range(len(candidates)), key=lambda i: candidates[i][1])
+            text, _, confidence = readings[best]
             results.append(Recognition(text, confidence))
         return results
+
+    def _add_ctc(self, pixel_values: torch.Tensor, encoder_states: torch.Tensor, groups: list) -> None:
+        """Joint attention/CTC scoring: each crop's CTC greedy reading joins its candidates, and every
+        candidate's log-probability becomes (1 - w) x the decoder's + w x the CTC head's. The CTC head reads
+        the encoder's columns independently, so it holds the encoder's own (real-ink) knowledge where the
+        decoder, trained on synthetic hands, guesses; the decoder brings spelling context."""
+        log_probs = self.model.encoder.ctc_logits(encoder_states).log_softmax(-1)  # (N, T, C)
+        owned = getattr(self.model.encoder, "owned_columns", None)
+        lengths = owned(pixel_values, log_probs.shape[1]) if owned else torch.full((len(groups),), log_probs.shape[1])
+        greedy = [_ctc_greedy(log_probs[i, : lengths[i]].argmax(-1).tolist()) for i in range(len(groups))]
+        new = [(crop, text) for crop, text in enumerate(greedy) if text and text not in {t for t, _, _ in groups[crop]}]
+        if new:
+            scored, counts = self._score(encoder_states[[c for c, _ in new]], [t for _, t in new])
+            for (crop, text), log_prob, count in zip(new, scored, counts, strict=True):
+                groups[crop].append((text, log_prob, min(1.0, math.exp(log_prob / max(1, count)))))
+        weight = self.ctc_weight
+        for crop, readings in enumerate(groups):
+            texts = [text for text, _, _ in readings]
+            ctc = _ctc_log_likelihood(log_probs[crop, : lengths[crop]], texts)
+            groups[crop] = [
+                (text, (1 - weight) * log_prob + weight * ctc_log_prob, confidence)
+                for (text, log_prob, confidence), ctc_log_prob in zip(readings, ctc, strict=True)
+            ]
 
     def _add_near_words(self, encoder_states: torch.Tensor, groups: list[list[tuple[str, float, float]]]) -> None:
         """Add to each crop's readings the lexicon words near any of its readings, scored by the model.
@@ -209,3 +259,32 @@ class Recognizer:
         eos = self.model.generation_config.eos_token_id
         is_eos = torch.isin(generated, torch.tensor(eos if isinstance(eos, list) else [eos], device=generated.device))
         return (is_eos.cumsum(dim=1) - is_eos.long()) == 0
+
+
+_CTC_INDEX = {char: index + 1 for index, char in enumerate(compact_trocr.CHARACTERS)}  # 0: the CTC blank
+
+
+def _ctc_greedy(ids: list[int]) -> str:
+    """Best path: repeats collapsed, blanks dropped."""
+    out, previous = [], 0
+    for index in ids:
+        if index != previous and index != 0:
+            out.append(compact_trocr.CHARACTERS[index - 1])
+        previous = index
+    return "".join(out).strip()
+
+
+def _ctc_log_likelihood(log_probs: torch.Tensor, texts: list[str]) -> list[float]:
+    """log P_ctc(text | one crop's (T, C) log-probabilities) for each text; -1e4 where impossible."""
+    targets = [[_CTC_INDEX[c] for c in text if c in _CTC_INDEX] or [_CTC_INDEX[" "]] for text in texts]
+    expanded = log_probs.unsqueeze(1).expand(-1, len(texts), -1)
+    losses = torch.nn.functional.ctc_loss(
+        expanded,
+        torch.tensor([i for t in targets for i in t], dtype=torch.long),
+        torch.full((len(texts),), log_probs.shape[0], dtype=torch.long),
+        torch.tensor([len(t) for t in targets], dtype=torch.long),
+        blank=0,
+        reduction="none",
+        zero_infinity=False,
+    )
+    return [-loss if math.isfinite(loss) else -1e4 for loss in losses.tolist()]
