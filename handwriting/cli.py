@@ -101,6 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tracing=args.tracing,
             collector=args.collector,
             xray_daemon=args.xray_daemon,
+            extra_env={"HW_REFLECTION": "true"} if args.reflection else {},
         )
     )
     stopping = []
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--tracing", choices=["off", "w3c", "xray"], default="off")
     serve.add_argument("--collector", default="127.0.0.1:4317", help="OTLP/gRPC collector host:port")
     serve.add_argument("--xray-daemon", default="127.0.0.1:2000", help="X-Ray daemon host:port for Envoy")
+    serve.add_argument("--reflection", action="store_true", help="gRPC reflection on every stage (development)")
     serve.set_defaults(run=cmd_serve)
 
     ocr = sub.add_parser("ocr", help="OCR image files through the running stack")

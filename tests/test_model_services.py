@@ -24,7 +24,11 @@ from tests.conftest import png_bytes, word_page
 @pytest.fixture(scope="module")
 async def detector(tiny_detector_weights):
     settings = DetectorSettings(
-        host="127.0.0.1", port=0, detector_weights=str(tiny_detector_weights), detector_image_size=128
+        host="127.0.0.1",
+        port=0,
+        detector_weights=str(tiny_detector_weights),
+        detector_image_size=128,
+        reflection=True,
     )
     running = await detector_server.start(settings)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
@@ -84,6 +88,12 @@ async def test_detector_rejects_bad_images_and_keeps_serving(detector, content):
         detector_pb.DetectRequest(image=image_pb2.Image(content=png_bytes(Image.new("L", (64, 64)))))
     )
     assert ok.image_width == 64
+
+
+async def test_reflection_only_where_a_setting_asks_for_it(recognizer):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await list_services(recognizer)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_recognizer_reads_a_batch_in_order(recognizer):

@@ -76,7 +76,7 @@ DESCRIPTOR = HERE / "handwriting.pb"
 COMPOSE_CONFIG = HERE / "envoy.yaml"
 ECS_CONFIG = HERE / "envoy-ecs.yaml"
 PUBLIC_SERVICES = ["handwriting.v1.OcrService"]
-GRPC_PREFIXES = ["/handwriting.v1.OcrService/", "/grpc.health.v1.Health/", "/grpc.reflection."]
+GRPC_PREFIXES = ["/handwriting.v1.OcrService/", "/grpc.health.v1.Health/"]  # never reflection: not public
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 

@@ -1,7 +1,8 @@
 """The one way every service builds, runs and stops its gRPC server.
 
-`create_server` gives an aio server with health (NOT_SERVING until `mark_serving`), reflection and
-tracing interceptors, bound to the settings' port (0 picks a free one: tests use that).
+`create_server` gives an aio server with health (NOT_SERVING until `mark_serving`), tracing
+interceptors and, where a setting asks for it, reflection, bound to the settings' port (0 picks a
+free one: tests use that).
 `serve` runs it until SIGTERM/SIGINT, then drains: health goes NOT_SERVING, in-flight calls finish
 within the grace period, then the server stops.
 """
@@ -75,7 +76,8 @@ async def create_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(service_names)
-    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    if settings.reflection:
+        reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(settings.address)
     if port == 0:
         raise RuntimeError(f"could not bind {settings.address}")

@@ -63,6 +63,7 @@ class ServerSettings:
     tracing: str = "off"  # off | w3c | xray
     otlp_endpoint: str = "http://localhost:4317"
     service_name: str = ""
+    reflection: bool = False  # gRPC server reflection: for development (grpcurl), it lists the API to any caller
 
     @property
     def address(self) -> str:
@@ -106,6 +107,7 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     lexicon: str = "auto"
     lexicon_weight: float = 1.5  # services.recognizer.lexicon.DEFAULT_WEIGHT (not imported: no rapidfuzz here)
     lexicon_n_best: int = 5
+    ctc_weight: float = -1.0  # the CTC head's weight beside the decoder; -1: the model's own (0 for models without)
     max_new_tokens: int = 0  # 0: what the model was built for (32 for word models, 128 for line models)
     model_batch_size: int = 32
     max_crops_per_request: int = 512

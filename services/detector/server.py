@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import torch
+from PIL import Image
 
 from handwriting.v1 import detector_service_pb2 as pb
 from handwriting.v1 import detector_service_pb2_grpc as pb_grpc
@@ -58,6 +59,7 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
             min_score=self.settings.detector_min_score,
             iou=self.settings.detector_iou,
         )
+        self.detector.predict(Image.new("RGB", (640, 480), "white"))  # warm-up before SERVING
 
 
 async def start(settings: DetectorSettings) -> RunningServer:

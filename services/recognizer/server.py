@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import torch
+from PIL import Image
 
 from handwriting.v1 import recognizer_service_pb2 as pb
 from handwriting.v1 import recognizer_service_pb2_grpc as pb_grpc
@@ -55,7 +56,10 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
             batch_size=self.settings.model_batch_size,
             lexicon=lexicon,
             n_best=self.settings.lexicon_n_best,
+            ctc_weight=self.settings.ctc_weight,
         )
+        # warm-up before SERVING: the first calls pay for lazy initialisation and memory growth
+        self.recognizer.predict([Image.new("L", (160, 40), 255), Image.new("L", (900, 48), 255)])
 
 
 async def start(settings: RecognizerSettings) -> RunningServer:
