@@ -1,10 +1,11 @@
 """The figures of the model cards, measured on data the models never trained on.
 
-    python -m training.evaluate_models [--data data/synth] [--real-dev ../shared/data/real-dev]
+    python -m training.evaluate_models [--data data/synth] [--real-dev ../shared/data/real-dev] [--unit line]
 
 Detector: mAP50 and mAP50-95 (ultralytics validation) on pages rendered with the held-out font
-families. Recognizer: CER, WER and word accuracy on every held-out-font word crop, and on the real
-handwriting samples (a word and a line, read through detector + recognizer like a page).
+families. Recognizer: CER, WER and word accuracy on every held-out-font word (and line) crop, greedy
+and as the service decodes by default; and the real handwriting samples of real-dev, each read as a
+page through the service's pipeline (detector, lines, crops, recognizer), CER over all of them.
 """
 
 from __future__ import annotations
@@ -16,8 +17,31 @@ from pathlib import Path
 
 from PIL import Image
 
-from services.common.settings import DEFAULT_DETECTOR_WEIGHTS, DEFAULT_RECOGNIZER_DIR, REPO_ROOT
+from services.common.settings import DEFAULT_DETECTOR_WEIGHTS, DEFAULT_RECOGNIZER_DIR, REPO_ROOT, OrchestratorSettings
 from training.metrics import error_rates
+
+
+def evaluate_real(detector, recognizer, folder: Path, unit: str) -> dict:
+    """Each real sample read as a page through the service's pipeline; CER over all of them (summed edits over
+    summed reference characters), and each sample's reading."""
+    from training.inprocess import default_options, read_page
+
+    rows = [line.split("\t", 1) for line in (folder / "labels.tsv").read_text().splitlines() if "\t" in line]
+    samples, seconds = {}, 0.0
+    for name, truth in rows:
+        image = Image.open(folder / name).convert("RGB")
+        started = time.perf_counter()
+        reading = " ".join(read_page(detector, recognizer, image, default_options(unit=unit)))
+        seconds += time.perf_counter() - started
+        samples[name] = {"truth": truth, "pipeline": reading, "cer": error_rates([truth], [reading])[0]}
+    cer, wer = error_rates([t for _, t in rows], [samples[n]["pipeline"] for n, _ in rows])
+    return {
+        "pipeline_cer": cer,
+        "pipeline_wer": wer,
+        "seconds_per_sample": seconds / max(1, len(rows)),
+        "unit": unit,
+        "samples": samples,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,48 +53,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N crops (quick checks)")
+    parser.add_argument(
+        "--unit",
+        choices=("word", "line"),
+        default=OrchestratorSettings.recognition_unit,
+        help="what the recognizer reads in the pipeline (the orchestrator's default)",
+    )
+    parser.add_argument(
+        "--crops",
+        nargs="+",
+        default=["recognizer"],
+        help="crop sets under DATA to score the recognizer on (recognizer, recognizer-lines)",
+    )
     args = parser.parse_args(argv)
     from services.detector.model import Detector
     from services.recognizer.lexicon import find_lexicon
     from services.recognizer.model import Recognizer
-    from training.inprocess import read_page
     from training.train_detector import evaluate as evaluate_detector
     from training.train_recognizer import evaluate as evaluate_recognizer
     from training.train_recognizer import read_split
 
     figures: dict = {}
     figures["detector"] = evaluate_detector(args.detector, args.data / "detector" / "data.yaml", args.imgsz)
-    crops = read_split(args.data / "recognizer" / "val", args.limit or None)
-    figures["recognizer_held_out_fonts"] = evaluate_recognizer(args.recognizer, crops)
     lexicon = find_lexicon(args.recognizer)
-    if lexicon is not None:  # what the service reads by default; the line above is the bare model
-        figures["recognizer_held_out_fonts_lexicon"] = evaluate_recognizer(args.recognizer, crops, lexicon=lexicon)
+    for crop_set in args.crops:  # "recognizer": word crops; "recognizer-lines": line crops
+        crops = read_split(args.data / crop_set / "val", args.limit or None)
+        name = "recognizer_held_out_fonts" + ("" if crop_set == "recognizer" else "_" + crop_set.split("-")[-1])
+        figures[name] = evaluate_recognizer(args.recognizer, crops, greedy=True)
+        if lexicon is not None:  # what the service reads by default; the line above is the bare model
+            figures[name + "_lexicon"] = evaluate_recognizer(args.recognizer, crops, lexicon=lexicon)
 
-    if (args.real_dev / "word.png").exists():
+    if (args.real_dev / "labels.tsv").exists():
         detector = Detector(args.detector, image_size=args.imgsz)
         recognizer = Recognizer(args.recognizer, lexicon=lexicon)
-        samples = {"word.png": "word", "line.png": "or work on line level"}
-        real = {}
-        for name, truth in samples.items():
-            image = Image.open(args.real_dev / name).convert("RGB")
-            started = time.perf_counter()
-            as_page = " ".join(read_page(detector, recognizer, image))
-            seconds = time.perf_counter() - started
-            as_crop = recognizer.predict([image.convert("L")])[0].text
-            real[name] = {
-                "truth": truth,
-                "pipeline": as_page,
-                "crop": as_crop,
-                "seconds": round(seconds, 3),
-                "pipeline_cer": error_rates([truth], [as_page])[0],
-                "crop_cer": error_rates([truth], [as_crop])[0],
-            }
-        references = list(samples.values())
-        figures["real_dev"] = {
-            "samples": real,
-            "pipeline_cer": error_rates(references, [real[n]["pipeline"] for n in samples])[0],
-            "crop_cer": error_rates(references, [real[n]["crop"] for n in samples])[0],
-        }
+        figures["real_dev"] = evaluate_real(detector, recognizer, args.real_dev, args.unit)
     print(json.dumps(figures, indent=1, default=float))
     if args.out:
         args.out.write_text(json.dumps(figures, indent=1, default=float))
