@@ -192,3 +192,17 @@ def test_near_words_are_scored_by_teacher_forcing(fixture, request):
     assert confidence == pytest.approx(math.exp(expected / len(target)), rel=1e-4)
     # the lexicon then picks the word when the image does not rule it out
     assert recognizer.lexicon.choose([(t, lp) for t, lp, _ in groups[0]]) == 1
+
+
+def test_ctc_alignment_places_each_character_at_its_frame():
+    from services.recognizer.model import _CTC_INDEX, CtcScores, _ctc_align
+
+    frames = [0, _CTC_INDEX["a"], _CTC_INDEX["a"], 0, _CTC_INDEX["b"], _CTC_INDEX["b"], 0, 0]
+    log_probs = torch.full((len(frames), len(_CTC_INDEX) + 1), -10.0)
+    log_probs[range(len(frames)), frames] = 0.0
+    assert _ctc_align(log_probs, "ab") == [1, 4]
+    assert _ctc_align(log_probs, "a\u00e9") is None  # a character the head cannot read
+    scores = CtcScores([log_probs.log_softmax(-1)])
+    assert scores.best_paths == ["ab"]
+    # 8 frames over the crop's pixels and its margin; the pixels take 4/5 of them: 6.4 frames
+    assert scores.positions(0, "ab", 0.8) == pytest.approx(((1 + 0.5) / 6.4, (4 + 0.5) / 6.4))

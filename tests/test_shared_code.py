@@ -12,7 +12,7 @@ from PIL import Image
 
 from services.common import crops, geometry
 from services.common.model_runner import ModelRunner, QueueFull
-from services.orchestrator.pipeline import PipelineOptions, assign_words
+from services.orchestrator.pipeline import PipelineOptions, assign_words, is_straight
 
 
 def test_boxes():
@@ -87,16 +87,30 @@ def test_training_crops_are_the_crops_the_service_cuts(tmp_path):
 
 def test_line_reading_is_shared_out_to_word_boxes():
     boxes = [(0, 0, 40, 10), (50, 0, 90, 10), (100, 0, 200, 10)]
-    assert assign_words("one two three", boxes) == ["one", "two", "three"]
-    # more words than boxes: each word goes where its share of the characters puts its centre along the
-    # line (0-200 px, cuts at 45 and 95): "a" at 5 px, "b" at 26, "cdefgh" at 74, "ijklmnop" at 158
-    assert assign_words("a b cdefgh ijklmnop", boxes) == ["a b", "cdefgh", "ijklmnop"]
-    # fewer: a box gets no text ("onetwo" centred at 50 px); the line's text stays the reading either way
-    assert assign_words("onetwo three", boxes) == ["", "onetwo", "three"]
-    assert assign_words("", boxes) == ["", "", ""]
-    assert assign_words("x", []) == []
+    assert assign_words("one two three", boxes) == [([0], "one"), ([1], "two"), ([2], "three")]
+    # more words than boxes, no positions: each word goes where its share of the characters puts its centre
+    # along the line (0-200 px, cuts at 45 and 95): "a" at 5 px, "b" at 26, "cdefgh" at 74, "ijklmnop" at 158
+    assert assign_words("a b cdefgh ijklmnop", boxes) == [([0], "a b"), ([1], "cdefgh"), ([2], "ijklmnop")]
+    assert assign_words("onetwo three", boxes) == [([1], "onetwo"), ([2], "three")]  # a box may get nothing
+    assert assign_words("", boxes) == [] and assign_words("x", []) == []
+    # with each character's position (fractions of a crop spanning 0-200 px): the boxes part the words where
+    # the recognizer read no space, a space read parts them inside a box, and a word over two boxes with no
+    # gap between them (the detector cut it) takes both
+    text, xs = "onetwothree", [5, 15, 25, 55, 65, 75, 110, 130, 150, 170, 190]
+    assert assign_words(text, boxes, [x / 200 for x in xs], (0, 200)) == [([0], "one"), ([1], "two"), ([2], "three")]
+    text, xs = "ab cd", [110, 120, 140, 150, 160]
+    assert assign_words(text, boxes, [x / 200 for x in xs], (0, 200)) == [([2], "ab"), ([2], "cd")]
+    touching = [(0, 0, 40, 10), (41, 0, 90, 10)]  # 1 px apart: under 0.2 x the height of 10 px
+    assert assign_words("drugs", touching, [0.1, 0.3, 0.5, 0.7, 0.9], (0, 100)) == [([0, 1], "drugs")]
     with pytest.raises(ValueError, match="unit"):
         PipelineOptions(unit="page")
+
+
+def test_only_straight_lines_are_read_whole():
+    words = [(0, 10, 50, 30), (60, 12, 110, 32)]
+    assert is_straight(geometry.union(words), words)  # 22 px tall for 20 px words
+    slanted = [(0, 10, 50, 30), (60, 25, 110, 45)]
+    assert not is_straight(geometry.union(slanted), slanted)  # 35 px: over 1.5 x 20
 
 
 async def test_model_runner_refuses_beyond_its_queue_and_runs_one_at_a_time():

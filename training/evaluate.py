@@ -48,6 +48,11 @@ def normalise(text: str) -> str:
 
 
 def load_pages(folder: Path) -> list[tuple[Path, dict]]:
+    """Pages with ground truth: `*.png` + `*.json` (text and word boxes), or a `labels.tsv` of image and text
+    (real-dev: one line or word per image, no boxes)."""
+    if (folder / "labels.tsv").exists():
+        rows = [line.split("\t", 1) for line in (folder / "labels.tsv").read_text().splitlines() if "\t" in line]
+        return [(folder / name, {"lines": [text], "words": []}) for name, text in rows]
     pages = []
     for truth_path in sorted(folder.glob("*.json")):
         image = truth_path.with_suffix(".png")
@@ -113,7 +118,37 @@ def tesseract() -> Callable[[Path], EngineResult]:
     return run
 
 
-ENGINES = {"ours": None, "rapidocr": rapidocr, "tesseract": tesseract}
+EASYHTR_VENV = Path(".venv-easyhtr")
+EASYHTR_READ = """
+import json, sys
+import cv2
+from htr_pipeline import read_page
+for path in sys.argv[1:]:
+    lines = read_page(cv2.imread(path, cv2.IMREAD_GRAYSCALE))
+    boxes = [[w.aabb.xmin, w.aabb.ymin, w.aabb.xmax, w.aabb.ymax] for line in lines for w in line]
+    print(json.dumps({"text": "\\n".join(" ".join(w.text for w in line) for line in lines), "boxes": boxes}))
+"""
+
+
+def easyhtr() -> Callable[[Path], EngineResult]:
+    """easyhtr 0.1.1 (its own venv: it pins old numpy and onnxruntime), upper case only: scored ignoring case.
+    Its wheel states no licence, so it is a comparison only."""
+    python = EASYHTR_VENV / "bin" / "python"
+    if not python.exists():
+        raise ImportError(f"no {python} (scripts/install_peers.sh)")
+
+    def run(image: Path) -> EngineResult:
+        started = time.perf_counter()
+        out = subprocess.run([str(python), "-c", EASYHTR_READ, str(image)], capture_output=True, text=True, check=True)
+        seconds = time.perf_counter() - started  # includes the interpreter's start (about 1 s)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        return EngineResult(result["text"], [tuple(b) for b in result["boxes"]], seconds)
+
+    run.ignores_case = True
+    return run
+
+
+ENGINES = {"ours": None, "rapidocr": rapidocr, "tesseract": tesseract, "easyhtr": easyhtr}
 
 
 def evaluate(pages: list[tuple[Path, dict]], engines: dict[str, Callable[[Path], EngineResult]]) -> dict[str, Score]:
@@ -124,8 +159,9 @@ def evaluate(pages: list[tuple[Path, dict]], engines: dict[str, Callable[[Path],
         for name, engine in engines.items():
             result = engine(image)
             score = scores[name]
-            score.references.append(reference)
-            score.hypotheses.append(normalise(result.text))
+            ignores_case = getattr(engine, "ignores_case", False)
+            score.references.append(reference.lower() if ignores_case else reference)
+            score.hypotheses.append(normalise(result.text).lower() if ignores_case else normalise(result.text))
             score.seconds += result.seconds
             if result.word_boxes is None:
                 score.has_boxes = False

@@ -22,9 +22,11 @@ class RecognizeResponse(_message.Message):
     def __init__(self, recognitions: _Optional[_Iterable[_Union[Recognition, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Recognition(_message.Message):
-    __slots__ = ("text", "confidence")
+    __slots__ = ("text", "confidence", "char_positions")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    CHAR_POSITIONS_FIELD_NUMBER: _ClassVar[int]
     text: str
     confidence: float
-    def __init__(self, text: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
+    char_positions: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, text: _Optional[str] = ..., confidence: _Optional[float] = ..., char_positions: _Optional[_Iterable[float]] = ...) -> None: ...

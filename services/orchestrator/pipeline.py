@@ -21,12 +21,16 @@ from PIL import Image
 
 from handwriting.v1 import geometry_pb2, page_pb2
 from services.common import geometry
-from services.common.crops import cut_crop, fit_within
+from services.common.crops import crop_box, cut_crop, fit_within
 from services.common.geometry import Box
 from services.common.tracing import span
 from services.orchestrator.layout import group_into_lines
 
 UNITS = ("word", "line")
+# A line whose box is taller than this x its tallest word is read word by word (see `is_straight`).
+STRAIGHT_LINE_RATIO = 1.5
+# Boxes this far apart (x the line's median box height) part words even where the recognizer read no space.
+WORD_GAP_RATIO = 0.35
 
 
 class Reading(Protocol):
@@ -72,15 +76,24 @@ def bounding_poly(box: Box, width: int, height: int) -> geometry_pb2.BoundingPol
     )
 
 
-def assign_words(text: str, boxes: Sequence[Box]) -> list[str]:
-    """Share a line's reading out to its word boxes (left to right): one text per box, "" for none.
+def assign_words(
+    text: str, boxes: Sequence[Box], positions: Sequence[float] = (), span: tuple[float, float] | None = None
+) -> list[tuple[list[int], str]]:
+    """Share a line's reading out to its word boxes (left to right): each word read, with the boxes it covers.
 
-    As many words as boxes: one each. Otherwise each word goes to the box under its estimated centre,
-    the line's width shared out in proportion to characters, and words that land on one box are joined.
+    With `positions` (each character's x as a fraction of the crop, which spans `span` on the page), each
+    character goes to the box under it (or the nearest), and a word ends at a space read or at a gap between
+    boxes of at least WORD_GAP_RATIO x the line's box height; a word across boxes with no such gap takes them
+    all (the detector split it). Without positions: as many words as boxes, one each; otherwise each word
+    goes to the box under its estimated centre, the line's width shared out in proportion to characters.
     """
+    if not boxes:
+        return []
+    if positions and span and len(positions) == len(text):
+        return _by_position(text, boxes, [span[0] + p * (span[1] - span[0]) for p in positions])
     words = text.split()
-    if len(words) == len(boxes) or not boxes:
-        return words if boxes else []
+    if len(words) == len(boxes):
+        return [([index], word) for index, word in enumerate(words)]
     left, right = boxes[0][0], max(b[2] for b in boxes)
     total = sum(len(w) for w in words) + len(words) - 1
     texts: list[list[str]] = [[] for _ in boxes]
@@ -91,7 +104,38 @@ def assign_words(text: str, boxes: Sequence[Box]) -> list[str]:
         centre = left + (right - left) * (offset + len(word) / 2) / max(1, total)
         offset += len(word) + 1
         texts[sum(centre > cut for cut in cuts)].append(word)
-    return [" ".join(t) for t in texts]
+    return [([index], " ".join(t)) for index, t in enumerate(texts) if t]
+
+
+def is_straight(line_box: Box, word_boxes: Sequence[Box]) -> bool:
+    """Whether a line's box is at most STRAIGHT_LINE_RATIO x as tall as its tallest word: level enough to read whole."""
+    return line_box[3] - line_box[1] <= STRAIGHT_LINE_RATIO * max(b[3] - b[1] for b in word_boxes)
+
+
+def _by_position(text: str, boxes: Sequence[Box], xs: Sequence[float]) -> list[tuple[list[int], str]]:
+    height = statistics.median(b[3] - b[1] for b in boxes)
+    words: list[tuple[list[int], str]] = []
+    last, space = -1, False
+    for char, x in zip(text, xs, strict=True):
+        if char == " ":
+            space = True
+            continue
+        inside = [i for i, box in enumerate(boxes) if box[0] <= x <= box[2]]
+        nearest = min(range(len(boxes)), key=lambda i: min(abs(x - boxes[i][0]), abs(x - boxes[i][2])))
+        index = inside[0] if inside else nearest
+        gap = index != last and last >= 0 and _gap(boxes[last], boxes[index]) >= WORD_GAP_RATIO * height
+        if not words or space or gap:
+            words.append(([index], char))
+        else:
+            indices, word = words[-1]
+            words[-1] = (indices if index in indices else [*indices, index], word + char)
+        last, space = index, False
+    return words
+
+
+def _gap(a: Box, b: Box) -> float:
+    """Horizontal space between two boxes (negative when they overlap)."""
+    return max(b[0] - a[2], a[0] - b[2])
 
 
 class OcrPipeline:
@@ -115,33 +159,39 @@ class OcrPipeline:
             lines = group_into_lines(boxes)
             line_boxes = [geometry.union(boxes[i] for i in line) for line in lines]
             gray = image.convert("L")
-            if self.options.unit == "line":
-                crops = [cut_crop(gray, box) for box in line_boxes]
-            else:
-                crops = [cut_crop(gray, boxes[i]) for line in lines for i in line]
+            # a line is read whole when it is straight; a slanted or wavy one (its box much taller than its
+            # words) word by word, so that no crop takes in its neighbours
+            whole = [
+                self.options.unit == "line" and is_straight(box, [boxes[i] for i in line])
+                for line, box in zip(lines, line_boxes, strict=True)
+            ]
+            crops = []
+            for line, box, as_line in zip(lines, line_boxes, whole, strict=True):
+                crops += [cut_crop(gray, box)] if as_line else [cut_crop(gray, boxes[i]) for i in line]
         started = time.perf_counter()
         readings = iter(await self._recognize(crops, deadline))
         recognize_ms = 1000 * (time.perf_counter() - started)
 
         with span("assemble"):
-            for line, line_box in zip(lines, line_boxes, strict=True):
-                if self.options.unit == "line":
+            for line, line_box, as_line in zip(lines, line_boxes, whole, strict=True):
+                if as_line:  # each word read, with the boxes it covers
                     reading = next(readings)
-                    texts = assign_words(reading.text, [boxes[i] for i in line])
-                    confidences = [reading.confidence] * len(line)
+                    left, _, right, _ = crop_box(line_box, image.width, image.height)
+                    positions = tuple(getattr(reading, "char_positions", ()))
+                    found = assign_words(reading.text, [boxes[i] for i in line], positions, (left, right))
+                    read = [([line[i] for i in indices], text, reading.confidence) for indices, text in found]
                 else:
-                    line_readings = [next(readings) for _ in line]
-                    texts = [r.text for r in line_readings]
-                    confidences = [r.confidence for r in line_readings]
+                    read = [([index], (r := next(readings)).text, r.confidence) for index in line]
                 line_words = [
                     page_pb2.Word(
                         text=text,
                         confidence=confidence,
-                        detection_confidence=words[index][1],
-                        bounding_poly=bounding_poly(boxes[index], image.width, image.height),
+                        detection_confidence=max(words[i][1] for i in indices),
+                        bounding_poly=bounding_poly(
+                            geometry.union(boxes[i] for i in indices), image.width, image.height
+                        ),
                     )
-                    for index, text, confidence in zip(line, texts, confidences, strict=True)
-                    if text or self.options.unit == "word"  # a line's box that got none of its reading is left out
+                    for indices, text, confidence in read
                 ]
                 if not line_words:
                     continue

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
@@ -40,6 +41,8 @@ logger = logging.getLogger("handwriting.recognizer")
 class Recognition:
     text: str
     confidence: float
+    # x of each character's centre as a fraction of the crop's width (from the CTC head's alignment); () if unknown
+    char_positions: tuple[float, ...] = ()
 
 
 @dataclass
@@ -139,7 +142,8 @@ class Recognizer:
 
     def _predict_batch(self, crops: list[Image.Image]) -> list[Recognition]:
         pixel_values = self.preprocess(crops).to(self.device)
-        n_best = self.n_best if self.lexicon is not None or self.ctc_weight else 1
+        rescored = self.lexicon is not None or self.ctc_weight > 0  # readings are chosen among candidates
+        n_best = self.n_best if rescored else 1
         beams = max(self.beam_size, n_best)
         beam_options = dict(num_beams=beams, num_return_sequences=n_best, length_penalty=1.0, early_stopping=True)
         encoded = self.model.encoder(pixel_values=pixel_values)  # once: decoding and near-word scoring share it
@@ -160,7 +164,7 @@ class Recognizer:
             emitted = self._emitted(output.sequences[:, -scores.shape[1] :])
             mean_log_probs = scores.masked_fill(~emitted, 0.0).sum(dim=1) / emitted.sum(dim=1).clamp(min=1)
         confidences = mean_log_probs.exp().clamp(0.0, 1.0).tolist()
-        if n_best == 1:
+        if not rescored:
             return [Recognition(text, confidence) for text, confidence in zip(texts, confidences, strict=True)]
         lengths = self._emitted(output.sequences[:, 1:]).sum(dim=1).tolist()  # after the decoder start token
         log_probs = [m * n for m, n in zip(mean_log_probs.tolist(), lengths, strict=True)]
@@ -168,64 +172,108 @@ class Recognizer:
             [(texts[i], log_probs[i], confidences[i]) for i in range(start, start + n_best)]
             for start in range(0, len(texts), n_best)
         ]
-        if self.ctc_weight:
-            self._add_ctc(pixel_values, encoder_states, groups)
+        ctc = self._ctc(pixel_values, encoder_states) if self.ctc_weight else None
+        if ctc is not None:  # the CTC head's best path joins the candidates
+            self._add(encoder_states, groups, [(crop, text) for crop, text in enumerate(ctc.best_paths) if text])
+        substitutions: dict[tuple[int, str], tuple[str, int, str]] = {}
         if self.lexicon is not None:
-            self._add_near_words(encoder_states, groups)
+            substitutions = self._add_near_words(encoder_states, groups)
+        if ctc is not None:
+            ctc.rescore(groups, range(len(groups)), self.ctc_weight)
+        if substitutions:  # lines with several unknown words: every improving substitution at once
+            self._combine_substitutions(encoder_states, groups, substitutions, ctc)
         results = []
-        for readings in groups:
-            candidates = [(t, lp) for t, lp, _ in readings]
-            if self.lexicon is not None:
-                best = self.lexicon.choose(candidates)
-            else:
-                best = max(range(len(candidates)), key=lambda i: candidates[i][1])
-            text, _, confidence = readings[best]
-            results.append(Recognition(text, confidence))
+        for crop, readings in enumerate(groups):
+            text, _, confidence = readings[self._best(readings)]
+            positions = ctc.positions(crop, text, self._content_fraction(crops[crop])) if ctc is not None else ()
+            results.append(Recognition(text, confidence, positions))
         return results
 
-    def _add_ctc(self, pixel_values: torch.Tensor, encoder_states: torch.Tensor, groups: list) -> None:
-        """Joint attention/CTC scoring: each crop's CTC greedy reading joins its candidates, and every
-        candidate's log-probability becomes (1 - w) x the decoder's + w x the CTC head's. The CTC head reads
-        the encoder's columns independently, so it holds the encoder's own (real-ink) knowledge where the
-        decoder, trained on synthetic hands, guesses; the decoder brings spelling context."""
+    def _content_fraction(self, crop: Image.Image) -> float:
+        """How much of the encoder's columns for `crop` its own pixels span (the rest is the added margin)."""
+        fraction = getattr(self.model.encoder, "content_fraction", None)
+        return fraction(crop) if fraction else 1.0
+
+    def _best(self, readings: list[tuple[str, float, float]]) -> int:
+        candidates = [(text, log_prob) for text, log_prob, _ in readings]
+        if self.lexicon is not None:
+            return self.lexicon.choose(candidates)
+        return max(range(len(candidates)), key=lambda i: candidates[i][1])
+
+    def _add(self, encoder_states: torch.Tensor, groups: list, wanted: list[tuple[int, str]]) -> list[int]:
+        """Add (crop, text) candidates not already there, scored by the decoder; returns the crops that got one."""
+        new, seen = [], {(crop, text) for crop, readings in enumerate(groups) for text, _, _ in readings}
+        for crop, text in wanted:
+            if (crop, text) not in seen:
+                seen.add((crop, text))
+                new.append((crop, text))
+        if not new:
+            return []
+        log_probs, lengths = self._score(encoder_states[[crop for crop, _ in new]], [text for _, text in new])
+        for (crop, text), log_prob, length in zip(new, log_probs, lengths, strict=True):
+            groups[crop].append((text, log_prob, min(1.0, math.exp(log_prob / max(1, length)))))
+        return [crop for crop, _ in new]
+
+    def _ctc(self, pixel_values: torch.Tensor, encoder_states: torch.Tensor) -> CtcScores:
         log_probs = self.model.encoder.ctc_logits(encoder_states).log_softmax(-1)  # (N, T, C)
         owned = getattr(self.model.encoder, "owned_columns", None)
-        lengths = owned(pixel_values, log_probs.shape[1]) if owned else torch.full((len(groups),), log_probs.shape[1])
-        greedy = [_ctc_greedy(log_probs[i, : lengths[i]].argmax(-1).tolist()) for i in range(len(groups))]
-        new = [(crop, text) for crop, text in enumerate(greedy) if text and text not in {t for t, _, _ in groups[crop]}]
-        if new:
-            scored, counts = self._score(encoder_states[[c for c, _ in new]], [t for _, t in new])
-            for (crop, text), log_prob, count in zip(new, scored, counts, strict=True):
-                groups[crop].append((text, log_prob, min(1.0, math.exp(log_prob / max(1, count)))))
-        weight = self.ctc_weight
-        for crop, readings in enumerate(groups):
-            texts = [text for text, _, _ in readings]
-            ctc = _ctc_log_likelihood(log_probs[crop, : lengths[crop]], texts)
-            groups[crop] = [
-                (text, (1 - weight) * log_prob + weight * ctc_log_prob, confidence)
-                for (text, log_prob, confidence), ctc_log_prob in zip(readings, ctc, strict=True)
-            ]
+        lengths = owned(pixel_values, log_probs.shape[1]) if owned else [log_probs.shape[1]] * len(log_probs)
+        return CtcScores([log_probs[i, : lengths[i]] for i in range(len(lengths))])
 
-    def _add_near_words(self, encoder_states: torch.Tensor, groups: list[list[tuple[str, float, float]]]) -> None:
-        """Add to each crop's readings the lexicon words near any of its readings, scored by the model.
+    def _add_near_words(
+        self, encoder_states: torch.Tensor, groups: list
+    ) -> dict[tuple[int, str], tuple[str, int, str]]:
+        """Add to each crop's readings the lexicon words near any of its readings, scored by the model; for a
+        reading of several words (a line), the readings with one unknown word replaced by a near word.
+        Returns, for each such line variant (crop, text), the reading it came from, the word's index and the word.
         `encoder_states`: the encoder's output for the crops, one row per group."""
         # every reading's near words when the best reading is uncertain; the best one's alone otherwise
         sources = [readings if readings[0][2] < self.lexicon.sure else readings[:1] for readings in groups]
-        near = iter(self.lexicon.near_many([text for readings in sources for text, _, _ in readings]))
-        wanted = []  # (crop index, candidate)
+        words_of = [[text.split() for text, _, _ in readings] for readings in sources]
+        whole_count = sum(len(readings) for readings in sources)
+        queries = [text for readings in sources for text, _, _ in readings]
+        queries += [word for crop in words_of for words in crop if len(words) > 1 for word in words]
+        near = self.lexicon.near_many(queries)
+        whole, per_word = iter(near[:whole_count]), iter(near[whole_count:])
+        wanted, substitutions = [], {}
+        for crop, readings in enumerate(sources):
+            for (text, _, _), words in zip(readings, words_of[crop], strict=True):
+                wanted += [(crop, word) for word in next(whole)]
+                if len(words) < 2:
+                    continue
+                for index in range(len(words)):
+                    for word in next(per_word):
+                        variant = " ".join([*words[:index], word, *words[index + 1 :]])
+                        wanted.append((crop, variant))
+                        substitutions.setdefault((crop, variant), (text, index, word))
+        self._add(encoder_states, groups, wanted)
+        return substitutions
+
+    def _combine_substitutions(self, encoder_states, groups, substitutions, ctc: CtcScores | None) -> None:
+        """For each line whose best reading several single-word substitutions improve, add the reading with all
+        of them (the best one for each word), scored like the others."""
+        wanted = []
         for crop, readings in enumerate(groups):
-            known = {text for text, _, _ in readings}
-            for _ in sources[crop]:
-                for word in next(near):
-                    if word not in known:
-                        known.add(word)
-                        wanted.append((crop, word))
-        if not wanted:
-            return
-        crops = [crop for crop, _ in wanted]
-        log_probs, lengths = self._score(encoder_states[crops], [text for _, text in wanted])
-        for (crop, text), log_prob, length in zip(wanted, log_probs, lengths, strict=True):
-            groups[crop].append((text, log_prob, min(1.0, math.exp(log_prob / max(1, length)))))
+            best = readings[self._best(readings)][0]
+            score = {text: self._score_of(text, log_prob) for text, log_prob, _ in readings}
+            chosen: dict[int, tuple[float, str]] = {}
+            for text, _, _ in readings:
+                source = substitutions.get((crop, text))
+                improves = source and source[0] == best and score[text] > score[best]
+                if improves and (source[1] not in chosen or score[text] > chosen[source[1]][0]):
+                    chosen[source[1]] = (score[text], source[2])
+            if len(chosen) > 1:
+                words = best.split()
+                for index, (_, word) in chosen.items():
+                    words[index] = word
+                wanted.append((crop, " ".join(words)))
+        before = [len(readings) for readings in groups]
+        crops = self._add(encoder_states, groups, wanted)
+        if ctc is not None and crops:
+            ctc.rescore(groups, crops, self.ctc_weight, start=before)
+
+    def _score_of(self, text: str, log_prob: float) -> float:
+        return log_prob + (self.lexicon.weight * self.lexicon.prior(text) if self.lexicon is not None else 0.0)
 
     def _score(self, encoder_states: torch.Tensor, texts: list[str]) -> tuple[list[float], list[int]]:
         """Summed log-probability of each text (end token included) under the decoder, by teacher forcing."""
@@ -261,6 +309,34 @@ class Recognizer:
         return (is_eos.cumsum(dim=1) - is_eos.long()) == 0
 
 
+class CtcScores:
+    """The CTC head's log-probabilities of each crop (its own columns only): best paths, and scores of texts."""
+
+    def __init__(self, log_probs: list[torch.Tensor]):
+        self.log_probs = log_probs
+        self.best_paths = [_ctc_greedy(lp.argmax(-1).tolist()) for lp in log_probs]
+
+    def positions(self, crop: int, text: str, content_fraction: float) -> tuple[float, ...]:
+        """x of each character of `text` as a fraction of the crop's width: its frame in the best CTC alignment."""
+        frames = _ctc_align(self.log_probs[crop], text)
+        if frames is None:
+            return ()
+        columns = self.log_probs[crop].shape[0] * content_fraction
+        return tuple(min(1.0, (frame + 0.5) / columns) for frame in frames)
+
+    def rescore(self, groups: list, crops, weight: float, start: list[int] | None = None) -> None:
+        """Make each candidate's log-probability (1 - weight) x the decoder's + weight x the CTC head's, for the
+        candidates of `crops` from index `start[crop]` on (all of them by default)."""
+        for crop in sorted(set(crops)):
+            first = start[crop] if start else 0
+            readings = groups[crop][first:]
+            ctc = _ctc_log_likelihood(self.log_probs[crop], [text for text, _, _ in readings])
+            groups[crop][first:] = [
+                (text, (1 - weight) * log_prob + weight * ctc_log_prob, confidence)
+                for (text, log_prob, confidence), ctc_log_prob in zip(readings, ctc, strict=True)
+            ]
+
+
 _CTC_INDEX = {char: index + 1 for index, char in enumerate(compact_trocr.CHARACTERS)}  # 0: the CTC blank
 
 
@@ -288,3 +364,36 @@ def _ctc_log_likelihood(log_probs: torch.Tensor, texts: list[str]) -> list[float
         zero_infinity=False,
     )
     return [-loss if math.isfinite(loss) else -1e4 for loss in losses.tolist()]
+
+
+def _ctc_align(log_probs: torch.Tensor, text: str) -> list[int] | None:
+    """The frame of each character of `text` in its most likely CTC alignment (Viterbi), or None when `text`
+    cannot be aligned (an unknown character, or fewer frames than characters)."""
+    if not text or any(c not in _CTC_INDEX for c in text) or log_probs.shape[0] < len(text):
+        return None
+    labels = np.zeros(2 * len(text) + 1, dtype=np.int64)  # blank, c1, blank, c2, ..., blank
+    labels[1::2] = [_CTC_INDEX[c] for c in text]
+    scores = log_probs[:, torch.from_numpy(labels)].double().numpy()  # (T, S)
+    frames, states = scores.shape
+    # a state may come from itself, the one before, or (a character unlike the one two before) skip a blank
+    can_skip = np.zeros(states, dtype=bool)
+    can_skip[2:] = (labels[2:] != 0) & (labels[2:] != labels[:-2])
+    best = np.full(states, -np.inf)
+    best[:2] = scores[0, :2]
+    back = np.zeros((frames, states), dtype=np.int64)
+    steps = np.arange(states)
+    for t in range(1, frames):
+        stay = best
+        step = np.concatenate(([-np.inf], best[:-1]))
+        skip = np.where(can_skip, np.concatenate(([-np.inf, -np.inf], best[:-2])), -np.inf)
+        choice = np.argmax(np.stack([stay, step, skip]), axis=0)
+        best = np.choose(choice, [stay, step, skip]) + scores[t]
+        back[t] = steps - choice
+    state = states - 1 if best[-1] >= best[-2] else states - 2
+    path = [state]
+    for t in range(frames - 1, 0, -1):
+        state = back[t, state]
+        path.append(state)
+    path.reverse()
+    positions = [t for t, s in enumerate(path) if s % 2 == 1 and (t == 0 or path[t - 1] != s)]
+    return positions if len(positions) == len(text) else None

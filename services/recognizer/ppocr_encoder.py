@@ -271,6 +271,12 @@ class PPOCREncoderModel(PreTrainedModel):
     def ctc_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.ctc_head(hidden)
 
+    def content_fraction(self, crop: Image.Image) -> float:
+        """The share of a crop's own encoder columns that its pixels span (`prepare_pixels` adds a margin)."""
+        height, max_width = self.config.image_height, self.config.max_width
+        content = max(1, min(max_width, round(crop.width * height / max(1, crop.height))))
+        return content / (8 * math.ceil(content * (1 + RIGHT_MARGIN) / 8))
+
     @staticmethod
     def owned_columns(pixel_values: torch.Tensor, columns: int) -> list[int]:
         """How many of the `columns` output columns lie over each crop's own pixels (not the batch's padding)."""

@@ -40,7 +40,10 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
             with span("recognize_batch", batch_size=len(crops)):
                 results = await self.runner.run(self.recognizer.predict, crops)
             return pb.RecognizeResponse(
-                recognitions=[pb.Recognition(text=r.text, confidence=r.confidence) for r in results],
+                recognitions=[
+                    pb.Recognition(text=r.text, confidence=r.confidence, char_positions=r.char_positions)
+                    for r in results
+                ],
                 model=self.recognizer.model_name,
             )
 
