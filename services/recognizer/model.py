@@ -35,6 +35,8 @@ from services.recognizer import compact_trocr, ppocr_encoder  # register their e
 from services.recognizer.lexicon import Lexicon
 
 logger = logging.getLogger("handwriting.recognizer")
+# With a CTC head, the decoder generates at most this many tokens beyond the longest CTC reading of the batch.
+CTC_LENGTH_SLACK = 8
 
 
 @dataclass(frozen=True)
@@ -148,10 +150,14 @@ class Recognizer:
         beam_options = dict(num_beams=beams, num_return_sequences=n_best, length_penalty=1.0, early_stopping=True)
         encoded = self.model.encoder(pixel_values=pixel_values)  # once: decoding and near-word scoring share it
         encoder_states = encoded.last_hidden_state
+        ctc = self._ctc(pixel_values, encoder_states) if self.ctc_weight else None
+        max_new_tokens = self.max_new_tokens
+        if ctc is not None:  # the CTC head says how long the readings are: the decoder need not go much further
+            max_new_tokens = min(max_new_tokens, max(len(text) for text in ctc.best_paths) + CTC_LENGTH_SLACK)
         output = self.model.generate(
             pixel_values,
             encoder_outputs=encoded,
-            max_new_tokens=self.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             output_scores=True,
             return_dict_in_generate=True,
             **(beam_options if beams > 1 else {}),
@@ -172,7 +178,6 @@ class Recognizer:
             [(texts[i], log_probs[i], confidences[i]) for i in range(start, start + n_best)]
             for start in range(0, len(texts), n_best)
         ]
-        ctc = self._ctc(pixel_values, encoder_states) if self.ctc_weight else None
         if ctc is not None:  # the CTC head's best path joins the candidates
             self._add(encoder_states, groups, [(crop, text) for crop, text in enumerate(ctc.best_paths) if text])
         substitutions: dict[tuple[int, str], tuple[str, int, str]] = {}
