@@ -104,7 +104,7 @@ class Recognizer:
         max_new_tokens: int = 0,
         batch_size: int = 32,
         lexicon: Lexicon | None = None,
-        n_best: int = 5,
+        n_best: int = 1,
         ctc_weight: float | None = None,
     ):
         if beam_size < 1 or n_best < 1:

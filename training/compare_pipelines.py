@@ -1,0 +1,62 @@
+"""Page CER of pipeline and decoding settings, in this process, on development pages and on real-dev: the
+choices of the recognizer's model card were made with it (on held-out-font pages that are not the test set).
+
+    python -m training.compare_pipelines --model models/recognizer --pages data/synth-s17/pages/val \\
+        word:0.5:1:1:0.25 line:0.5:1:1:0.25
+
+Each setting is unit:ctc_weight:lexicon(0/1):n_best:detector_min_score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from services.common.settings import DEFAULT_DETECTOR_WEIGHTS, DEFAULT_RECOGNIZER_DIR, REPO_ROOT
+from services.detector.model import Detector
+from services.recognizer.lexicon import find_lexicon
+from services.recognizer.model import Recognizer
+from training.evaluate_models import evaluate_real
+from training.inprocess import default_options, read_page
+from training.metrics import error_rates
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=DEFAULT_RECOGNIZER_DIR)
+    parser.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR_WEIGHTS)
+    parser.add_argument("--pages", type=Path, required=True, help="pages with ground truth (*.png + *.json)")
+    parser.add_argument("--real-dev", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "real-dev")
+    parser.add_argument("settings", nargs="+", help="unit:ctc_weight:lexicon:n_best:detector_min_score")
+    args = parser.parse_args(argv)
+    pages = [(path.with_suffix(".png"), json.loads(path.read_text())) for path in sorted(args.pages.glob("*.json"))]
+    print("| unit | CTC weight | lexicon | n best | detector min score | page CER | page WER | s/page | real-dev CER |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for setting in args.settings:
+        unit, ctc_weight, lexicon, n_best, min_score = setting.split(":")
+        detector = Detector(args.detector, min_score=float(min_score))
+        recognizer = Recognizer(
+            args.model,
+            ctc_weight=float(ctc_weight),
+            lexicon=find_lexicon(args.model, "auto" if lexicon == "1" else "off"),
+            n_best=int(n_best),
+        )
+        references, readings, started = [], [], time.perf_counter()
+        for image, truth in pages:
+            references.append(" ".join(" ".join(truth["lines"]).split()))
+            lines = read_page(detector, recognizer, Image.open(image).convert("RGB"), default_options(unit=unit))
+            readings.append(" ".join(" ".join(lines).split()))
+        seconds = (time.perf_counter() - started) / max(1, len(pages))
+        cer, wer = error_rates(references, readings)
+        real = evaluate_real(detector, recognizer, args.real_dev, unit)["pipeline_cer"]
+        figures = [f"{cer:.4f}", f"{wer:.4f}", f"{seconds:.2f}", f"{real:.4f}"]
+        cells = [unit, ctc_weight, lexicon, n_best, min_score, *figures]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
