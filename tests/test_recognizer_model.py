@@ -195,10 +195,11 @@ def test_near_words_are_scored_by_teacher_forcing(fixture, request):
 
 
 def test_ctc_alignment_places_each_character_at_its_frame():
-    from services.recognizer.model import _CTC_INDEX, CtcScores, _ctc_align
+    from services.recognizer.compact_trocr import CTC_INDEX
+    from services.recognizer.model import CtcScores, _ctc_align
 
-    frames = [0, _CTC_INDEX["a"], _CTC_INDEX["a"], 0, _CTC_INDEX["b"], _CTC_INDEX["b"], 0, 0]
-    log_probs = torch.full((len(frames), len(_CTC_INDEX) + 1), -10.0)
+    frames = [0, CTC_INDEX["a"], CTC_INDEX["a"], 0, CTC_INDEX["b"], CTC_INDEX["b"], 0, 0]
+    log_probs = torch.full((len(frames), len(CTC_INDEX) + 1), -10.0)
     log_probs[range(len(frames)), frames] = 0.0
     assert _ctc_align(log_probs, "ab") == [1, 4]
     assert _ctc_align(log_probs, "a\u00e9") is None  # a character the head cannot read

@@ -17,7 +17,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from services.common.settings import DEFAULT_DETECTOR_WEIGHTS, DEFAULT_RECOGNIZER_DIR, REPO_ROOT, OrchestratorSettings
+from services.common.settings import (
+    DEFAULT_DETECTOR_WEIGHTS,
+    DEFAULT_RECOGNIZER_DIR,
+    REPO_ROOT,
+    OrchestratorSettings,
+    RecognizerSettings,
+)
 from training.metrics import error_rates
 
 
@@ -60,6 +66,12 @@ def main(argv: list[str] | None = None) -> None:
         help="what the recognizer reads in the pipeline (the orchestrator's default)",
     )
     parser.add_argument(
+        "--n-best",
+        type=int,
+        default=RecognizerSettings.lexicon_n_best,
+        help="readings the decoder proposes (the service's HW_LEXICON_N_BEST; 5 was the round-7 model's)",
+    )
+    parser.add_argument(
         "--crops",
         nargs="+",
         default=["recognizer"],
@@ -81,11 +93,13 @@ def main(argv: list[str] | None = None) -> None:
         name = "recognizer_held_out_fonts" + ("" if crop_set == "recognizer" else "_" + crop_set.split("-")[-1])
         figures[name] = evaluate_recognizer(args.recognizer, crops, greedy=True)
         if lexicon is not None:  # what the service reads by default; the line above is the bare model
-            figures[name + "_lexicon"] = evaluate_recognizer(args.recognizer, crops, lexicon=lexicon)
+            figures[name + "_lexicon"] = evaluate_recognizer(
+                args.recognizer, crops, lexicon=lexicon, n_best=args.n_best
+            )
 
     if (args.real_dev / "labels.tsv").exists():
         detector = Detector(args.detector, image_size=args.imgsz)
-        recognizer = Recognizer(args.recognizer, lexicon=lexicon)
+        recognizer = Recognizer(args.recognizer, lexicon=lexicon, n_best=args.n_best)
         figures["real_dev"] = evaluate_real(detector, recognizer, args.real_dev, args.unit)
     print(json.dumps(figures, indent=1, default=float))
     if args.out:

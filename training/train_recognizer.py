@@ -70,7 +70,7 @@ def label_ids(tokenizer, texts: list[str], decoder_start: int, eos: int, max_len
 
 
 def ctc_targets(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    index = {char: i + 1 for i, char in enumerate(compact_trocr.CHARACTERS)}  # 0 is the CTC blank
+    index = compact_trocr.CTC_INDEX
     targets = [[index[c] for c in text if c in index] for text in texts]
     lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
     flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
@@ -78,10 +78,17 @@ def ctc_targets(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def evaluate(
-    model_dir: Path, rows: list[tuple[Path, str]], batch_size: int = 64, lexicon=None, greedy: bool = False
+    model_dir: Path,
+    rows: list[tuple[Path, str]],
+    batch_size: int = 64,
+    lexicon=None,
+    greedy: bool = False,
+    n_best: int = 1,
 ) -> dict:
     """CER, WER, word accuracy and time per crop; decoded as the service decodes (`greedy`: the decoder alone)."""
-    recognizer = Recognizer(model_dir, batch_size=batch_size, lexicon=lexicon, ctc_weight=0.0 if greedy else None)
+    recognizer = Recognizer(
+        model_dir, batch_size=batch_size, lexicon=lexicon, ctc_weight=0.0 if greedy else None, n_best=n_best
+    )
     started = time.perf_counter()
     predictions = recognizer.predict([Image.open(path).convert("L") for path, _ in rows])
     seconds = time.perf_counter() - started

@@ -4,8 +4,9 @@ One pipeline for the service, the evaluation and the benchmarks: the detector an
 passed in (gRPC stubs behind `services.orchestrator.downstream`, or the models in this process
 behind `training.inprocess`), so what is measured is what is served. No gRPC here.
 
-The recognizer reads word crops or, with `unit="line"`, one crop per line (the union of its word
-boxes); a line's reading is then shared out to its word boxes by `assign_words`.
+The recognizer reads word crops or, with `unit="line"`, one crop per straight line (the union of its
+word boxes; a slanted line is read word by word); a line's reading is then shared out to its word
+boxes by `assign_words`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ WORD_GAP_RATIO = 0.35
 class Reading(Protocol):
     text: str
     confidence: float
+    char_positions: Sequence[float]  # each character's x as a fraction of the crop's width; empty if unknown
 
 
 class DetectorBackend(Protocol):
@@ -120,9 +122,9 @@ def _by_position(text: str, boxes: Sequence[Box], xs: Sequence[float]) -> list[t
         if char == " ":
             space = True
             continue
-        inside = [i for i, box in enumerate(boxes) if box[0] <= x <= box[2]]
-        nearest = min(range(len(boxes)), key=lambda i: min(abs(x - boxes[i][0]), abs(x - boxes[i][2])))
-        index = inside[0] if inside else nearest
+        index = next((i for i, box in enumerate(boxes) if box[0] <= x <= box[2]), None)
+        if index is None:  # in a gap between boxes: the nearest one
+            index = min(range(len(boxes)), key=lambda i: min(abs(x - boxes[i][0]), abs(x - boxes[i][2])))
         gap = index != last and last >= 0 and _gap(boxes[last], boxes[index]) >= WORD_GAP_RATIO * height
         if not words or space or gap:
             words.append(([index], char))
@@ -177,8 +179,7 @@ class OcrPipeline:
                 if as_line:  # each word read, with the boxes it covers
                     reading = next(readings)
                     left, _, right, _ = crop_box(line_box, image.width, image.height)
-                    positions = tuple(getattr(reading, "char_positions", ()))
-                    found = assign_words(reading.text, [boxes[i] for i in line], positions, (left, right))
+                    found = assign_words(reading.text, [boxes[i] for i in line], reading.char_positions, (left, right))
                     read = [([line[i] for i in indices], text, reading.confidence) for indices, text in found]
                 else:
                     read = [([index], (r := next(readings)).text, r.confidence) for index in line]

@@ -30,6 +30,7 @@ from transformers.modeling_outputs import BaseModelOutput
 MODEL_TYPE = "handwriting-cnn-encoder"
 SPECIAL_TOKENS = {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
 CHARACTERS = string.digits + string.ascii_letters + string.punctuation + " "
+CTC_INDEX = {char: index + 1 for index, char in enumerate(CHARACTERS)}  # a CTC head's classes; 0 is the blank
 
 
 class CompactEncoderConfig(PreTrainedConfig):

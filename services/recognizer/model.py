@@ -1,8 +1,9 @@
-"""Text recognition on word crops with any TrOCR checkpoint (`VisionEncoderDecoderModel`) from a local dir.
+"""Text recognition on word or line crops with any TrOCR checkpoint (`VisionEncoderDecoderModel`) from a local dir.
 
-No gRPC here: `Recognizer.predict(crops)` takes PIL images and returns text with a confidence.
-Works with the repository's compact model (services.recognizer.compact_trocr) and with Microsoft's
-`trocr-*-handwritten` checkpoints copied into a directory alike.
+No gRPC here: `Recognizer.predict(crops)` takes PIL images and returns text with a confidence (and, where
+the encoder has a CTC head, each character's position). Works with the shipped model (PP-OCRv6's encoder,
+services.recognizer.ppocr_encoder), the compact model (services.recognizer.compact_trocr) and
+Microsoft's `trocr-*-handwritten` checkpoints copied into a directory alike.
 
 Confidence is the geometric mean of the probabilities the decoder gave to the tokens it emitted
 (end-of-sequence included): exp(mean log p). With beam search it is exp of the beam's
@@ -10,10 +11,12 @@ length-normalised log-probability, which is the same quantity for the chosen bea
 [0, 1]; 1 means every character was read with certainty. It is a model score, not a calibrated
 probability that the word is right, but it ranks words well for review.
 
-With a lexicon (services.recognizer.lexicon), the decoder proposes its `n_best` readings by beam
-search, joined by the lexicon words near each of them (near the best one alone when its confidence is
-at least `Lexicon.sure`), scored by teacher forcing, and the lexicon
-picks among them; the confidence stays the model's, of the chosen reading.
+With a lexicon (services.recognizer.lexicon) or a CTC weight, the decoder proposes its `n_best`
+readings (greedy for 1, beam search above), joined by the CTC head's best path and the lexicon words
+near each of them (near the best one alone when its confidence is at least `Lexicon.sure`; for a
+line, its readings with one unknown word replaced), all scored by teacher forcing, mixed with the CTC
+head's log-likelihood (`ctc_weight`), and the lexicon picks among them; the confidence stays the
+decoder's, of the chosen reading.
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ class Recognizer:
         self.max_new_tokens = max_new_tokens or max(1, self.model.config.decoder.max_position_embeddings - 8)
         self.tokenizer = checkpoint.tokenizer
         self.preprocess = checkpoint.preprocess
-        # the encoder's CTC head as a second reader: its weight in each reading's score (see `_add_ctc`)
+        # the encoder's CTC head as a second reader: its weight in each reading's score (see `CtcScores.rescore`)
         default_weight = getattr(self.model.config.encoder, "decode_ctc_weight", 0.0)
         self.ctc_weight = default_weight if ctc_weight is None or ctc_weight < 0 else ctc_weight
         if self.ctc_weight and not hasattr(self.model.encoder, "ctc_logits"):
@@ -342,9 +345,6 @@ class CtcScores:
             ]
 
 
-_CTC_INDEX = {char: index + 1 for index, char in enumerate(compact_trocr.CHARACTERS)}  # 0: the CTC blank
-
-
 def _ctc_greedy(ids: list[int]) -> str:
     """Best path: repeats collapsed, blanks dropped."""
     out, previous = [], 0
@@ -357,7 +357,8 @@ def _ctc_greedy(ids: list[int]) -> str:
 
 def _ctc_log_likelihood(log_probs: torch.Tensor, texts: list[str]) -> list[float]:
     """log P_ctc(text | one crop's (T, C) log-probabilities) for each text; -1e4 where impossible."""
-    targets = [[_CTC_INDEX[c] for c in text if c in _CTC_INDEX] or [_CTC_INDEX[" "]] for text in texts]
+    index = compact_trocr.CTC_INDEX
+    targets = [[index[c] for c in text if c in index] or [index[" "]] for text in texts]
     expanded = log_probs.unsqueeze(1).expand(-1, len(texts), -1)
     losses = torch.nn.functional.ctc_loss(
         expanded,
@@ -374,10 +375,10 @@ def _ctc_log_likelihood(log_probs: torch.Tensor, texts: list[str]) -> list[float
 def _ctc_align(log_probs: torch.Tensor, text: str) -> list[int] | None:
     """The frame of each character of `text` in its most likely CTC alignment (Viterbi), or None when `text`
     cannot be aligned (an unknown character, or fewer frames than characters)."""
-    if not text or any(c not in _CTC_INDEX for c in text) or log_probs.shape[0] < len(text):
+    if not text or any(c not in compact_trocr.CTC_INDEX for c in text) or log_probs.shape[0] < len(text):
         return None
     labels = np.zeros(2 * len(text) + 1, dtype=np.int64)  # blank, c1, blank, c2, ..., blank
-    labels[1::2] = [_CTC_INDEX[c] for c in text]
+    labels[1::2] = [compact_trocr.CTC_INDEX[c] for c in text]
     scores = log_probs[:, torch.from_numpy(labels)].double().numpy()  # (T, S)
     frames, states = scores.shape
     # a state may come from itself, the one before, or (a character unlike the one two before) skip a blank
