@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -45,7 +46,7 @@ def format_layout(response) -> str:
 
 def cmd_ocr(args: argparse.Namespace) -> int:
     failures = 0
-    with OcrClient(args.address, timeout=args.timeout) as client:
+    with OcrClient(args.address, timeout=args.timeout, api_key=args.api_key) as client:
         if args.wait:
             with contextlib.suppress(TimeoutError):  # the calls below report what is wrong
                 healthcheck.wait_serving(args.address, args.wait)
@@ -87,8 +88,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from deploy.envoy.config import load_api_keys
     from handwriting.stack import LocalStack, StackConfig
 
+    api_keys = load_api_keys(Path(args.api_keys).read_text()) if args.api_keys else {}
+    if not api_keys and not args.no_envoy:
+        print("no --api-keys: Envoy lets anyone who reaches it call (it listens on loopback only)", file=sys.stderr)
     stack = LocalStack(
         StackConfig(
             orchestrator_port=args.port,
@@ -102,6 +107,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             collector=args.collector,
             xray_daemon=args.xray_daemon,
             extra_env={"HW_REFLECTION": "true"} if args.reflection else {},
+            api_keys=api_keys,
+            requests_per_minute=args.rate,
         )
     )
     stopping = []
@@ -146,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--collector", default="127.0.0.1:4317", help="OTLP/gRPC collector host:port")
     serve.add_argument("--xray-daemon", default="127.0.0.1:2000", help="X-Ray daemon host:port for Envoy")
     serve.add_argument("--reflection", action="store_true", help="gRPC reflection on every stage (development)")
+    serve.add_argument(
+        "--api-keys",
+        default=os.environ.get("HW_API_KEYS_FILE"),
+        help="file of `client key` lines: Envoy then wants x-api-key (default: $HW_API_KEYS_FILE)",
+    )
+    serve.add_argument("--rate", type=int, default=60, help="requests a minute per API key (burst 10)")
     serve.set_defaults(run=cmd_serve)
 
     ocr = sub.add_parser("ocr", help="OCR image files through the running stack")
@@ -154,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ocr.add_argument("--format", choices=["layout", "text", "json"], default="layout")
     ocr.add_argument("--min-score", type=float, default=0.0, help="drop word boxes scored below this")
     ocr.add_argument("--timeout", type=float, default=60.0)
+    ocr.add_argument("--api-key", default=None, help="sent as x-api-key (default: $HW_API_KEY)")
     ocr.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the stack to be SERVING")
     ocr.set_defaults(run=cmd_ocr)
 

@@ -6,11 +6,13 @@
         print(page.text)
 
 Retries on UNAVAILABLE use gRPC's own retry policy (service config), with exponential backoff.
+Through Envoy with API keys on, pass `api_key=` (or set HW_API_KEY): it goes in `x-api-key`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import grpc
@@ -70,9 +72,12 @@ class OcrClient:
         retries: int = 3,
         backoff: float = 0.2,
         max_message_mb: int = 64,
+        api_key: str | None = None,
     ):
         self.address = address
         self.timeout = timeout
+        api_key = api_key if api_key is not None else os.environ.get("HW_API_KEY", "")
+        self.metadata = (("x-api-key", api_key),) if api_key else ()
         size = max_message_mb * 1024 * 1024
         self.channel = grpc.insecure_channel(
             address,
@@ -94,7 +99,7 @@ class OcrClient:
             image=image_pb2.Image(content=content), min_detection_score=min_detection_score
         )
         try:
-            return self.stub.ProcessPage(request, timeout=timeout or self.timeout)
+            return self.stub.ProcessPage(request, timeout=timeout or self.timeout, metadata=self.metadata)
         except grpc.RpcError as error:
             raise OcrError.from_rpc_error(error) from error
 

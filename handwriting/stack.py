@@ -23,7 +23,10 @@ class StackConfig:
     detector_port: int = 50052
     recognizer_port: int = 50053
     envoy_port: int = 0  # 0: no Envoy
-    envoy_admin_port: int = 9901
+    # Envoy's edge: API keys (client -> key; none: no authentication, for a laptop) and each client's rate
+    api_keys: dict[str, str] = field(default_factory=dict)
+    requests_per_minute: int = 60
+    burst: int = 10
     detector_weights: str | None = None
     recognizer_model_dir: str | None = None
     log_dir: Path | None = None
@@ -34,10 +37,10 @@ class StackConfig:
 
     @classmethod
     def on_free_ports(cls, envoy: bool = True, **values) -> StackConfig:
-        """Every service (and Envoy with its admin port, unless `envoy` is False) on a free loopback port."""
+        """Every service (and Envoy, unless `envoy` is False) on a free loopback port."""
         ports = {"orchestrator_port": free_port(), "detector_port": free_port(), "recognizer_port": free_port()}
         if envoy:
-            ports |= {"envoy_port": free_port(), "envoy_admin_port": free_port()}
+            ports |= {"envoy_port": free_port()}
         return cls(**{**ports, **values})
 
 
@@ -54,6 +57,7 @@ class LocalStack:
     def __init__(self, config: StackConfig):
         self.config = config
         self.processes: dict[str, subprocess.Popen] = {}
+        self.envoy_admin: Path | None = None  # Envoy's admin unix socket
 
     def _env(self, port: int, **values: str) -> dict[str, str]:
         env = {**os.environ, **self.config.extra_env, "HW_HOST": self.config.host, "HW_PORT": str(port)}
@@ -100,15 +104,15 @@ class LocalStack:
             )
             wait_serving(f"{c.host}:{c.orchestrator_port}", timeout, orchestrator)
             if c.envoy_port:
-                from deploy.envoy.config import start_envoy
+                from deploy.envoy.config import Edge, start_envoy
 
-                self.processes["envoy"] = start_envoy(
+                self.processes["envoy"], self.envoy_admin = start_envoy(
                     c.envoy_port,
-                    c.envoy_admin_port,
                     f"{c.host}:{c.orchestrator_port}",
                     c.log_dir,
                     tracing=c.tracing,
                     collector=c.xray_daemon if c.tracing == "xray" else c.collector,
+                    edge=Edge(c.api_keys, c.requests_per_minute, c.burst),
                 )
         except BaseException:
             self.stop()

@@ -1,7 +1,8 @@
 """The whole stack as separate processes on the shipped models, with Envoy in front.
 
-Starts detector, recognizer, orchestrator and Envoy exactly as `handwriting serve` does, then
-OCRs the sample page through the public API over gRPC and over REST.
+Starts detector, recognizer, orchestrator and Envoy exactly as `handwriting serve --api-keys` does,
+then OCRs the sample page through the public API over gRPC and over REST, and tries the edge: keys,
+rates, the admin interface.
 """
 
 from __future__ import annotations
@@ -30,9 +31,19 @@ pytestmark = pytest.mark.slow
 TRUTH = (REPO_ROOT / "samples" / "page.txt").read_text().strip()
 
 
+KEY = "tests-key-0123456789abcdef"
+FLOOD_KEY = "flood-key-0123456789abcdef"
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    local = LocalStack(StackConfig.on_free_ports(log_dir=tmp_path_factory.mktemp("stack-logs")))
+    config = StackConfig.on_free_ports(
+        log_dir=tmp_path_factory.mktemp("stack-logs"),
+        api_keys={"tests": KEY, "flood": FLOOD_KEY},
+        requests_per_minute=600,  # a token every 0.1 s per key, 20 at once
+        burst=20,
+    )
+    local = LocalStack(config)
     local.start()
     yield local
     local.stop()
@@ -42,18 +53,24 @@ def grpc_address(stack) -> str:
     return f"127.0.0.1:{stack.config.orchestrator_port}"
 
 
-def rest(stack, path: str, body: dict | None = None) -> tuple[int, dict]:
+def rest_call(stack, path: str, body: dict | None = None, key: str | None = KEY) -> tuple[int, dict, dict]:
+    """(status, JSON body, headers) of a REST call through Envoy, with the API key `key`."""
+    headers = {"content-type": "application/json", **({"x-api-key": key} if key else {})}
     request = urllib.request.Request(
         f"http://127.0.0.1:{stack.config.envoy_port}{path}",
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"content-type": "application/json"},
+        headers=headers,
         method="POST" if body is not None else "GET",
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
+            return response.status, json.loads(response.read()), dict(response.headers)
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
+        return error.code, json.loads(error.read() or b"{}"), dict(error.headers)
+
+
+def rest(stack, path: str, body: dict | None = None, key: str | None = KEY) -> tuple[int, dict]:
+    return rest_call(stack, path, body, key)[:2]
 
 
 def test_health_of_the_three_services_and_no_reflection_by_default(stack):
@@ -140,8 +157,64 @@ def test_rest_round_trip_through_envoy(stack, sample_page):
 
 
 def test_grpc_through_envoy(stack, sample_page):
-    with OcrClient(f"127.0.0.1:{stack.config.envoy_port}") as client:
+    with OcrClient(f"127.0.0.1:{stack.config.envoy_port}", api_key=KEY) as client:
         assert client.process_page(sample_page).page.lines
+
+
+def test_a_blank_page_has_no_words(stack):
+    paper = Image.effect_noise((900, 1200), 6).point(lambda v: 230 + (v - 128) // 8).convert("RGB")
+    with OcrClient(grpc_address(stack)) as client:
+        for image in (Image.new("RGB", (1000, 1300), "white"), paper):
+            page = client.process_page(png_bytes(image)).page
+            assert not page.lines and page.text == ""
+
+
+@pytest.mark.parametrize("key", [None, "wrong-key-0123456789abcdef"])
+def test_without_a_valid_key_rest_is_401_and_grpc_unauthenticated(stack, sample_page, key):
+    body = {"image": {"content": base64.b64encode(sample_page.read_bytes()).decode()}}
+    assert rest(stack, "/v1/pages:process", body, key=key)[0] == 401
+    client = OcrClient(f"127.0.0.1:{stack.config.envoy_port}", api_key=key or "", retries=0)
+    with client, pytest.raises(OcrError) as caught:
+        client.process_page(sample_page)
+    assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_health_needs_no_key(stack):
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.config.envoy_port}/healthz", timeout=10) as response:
+        assert response.status == 200
+    with OcrClient(f"127.0.0.1:{stack.config.envoy_port}", api_key="") as client:
+        assert client.health("handwriting.v1.OcrService") == "SERVING"
+
+
+def test_a_key_over_its_rate_gets_429_with_retry_after_and_others_are_not_slowed(stack):
+    statuses, limited_headers = [], None
+    for _ in range(60):  # Envoy answers these itself (no such path): 60 take well under the 0.1 s x 40 refill
+        status, _, headers = rest_call(stack, "/v1/nothing:here", {}, key=FLOOD_KEY)
+        statuses.append(status)
+        if status == 429:
+            limited_headers = {k.lower(): v for k, v in headers.items()}
+    assert statuses[:20] == [404] * 20 and 429 in statuses
+    assert int(limited_headers["retry-after"]) >= 1
+    assert rest(stack, "/v1/nothing:here", {}, key=KEY)[0] == 404  # another key has its own bucket
+    with OcrClient(f"127.0.0.1:{stack.config.envoy_port}", api_key=FLOOD_KEY, retries=0) as client:
+        for _ in range(10):
+            try:
+                client.process_page(b"x")
+            except OcrError as error:
+                if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    break
+        else:
+            pytest.fail("gRPC calls over the rate were not refused")
+
+
+def test_envoy_admin_is_only_on_a_private_unix_socket(stack):
+    from deploy.envoy.config import admin_get
+
+    assert stack.envoy_admin.stat().st_mode & 0o777 == 0o600
+    assert admin_get(stack.envoy_admin, "/ready")[0] == 200
+    for path in ("/ready", "/config_dump", "/quitquitquit"):
+        assert rest(stack, path, {})[0] == 404  # not the admin interface
+    assert stack.poll() is None
 
 
 def test_rest_invalid_image_is_400_with_detail(stack):

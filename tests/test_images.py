@@ -89,3 +89,49 @@ def test_raw_round_trip_and_validation():
     message.raw.data = message.raw.data[:-1]
     with pytest.raises(ImageError, match="expected 21 bytes"):
         raw_to_image(message.raw, LIMITS, "raw")
+
+
+def _png_header_only(width: int, height: int, bit_depth: int, color_type: int) -> bytes:
+    """A PNG whose header claims `width`x`height` with a few bytes of pixel data: what a hostile caller sends."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def test_a_sixteen_bit_giant_is_refused_from_its_header_without_decoding():
+    import tracemalloc
+
+    bomb = _png_header_only(6300, 6300, 16, 0)  # 39.7 Mpx: within the pixel limit, 198 MB once decoded
+    tracemalloc.start()
+    with pytest.raises(ImageError) as caught:
+        decode_image(bomb, LIMITS)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert caught.value.reason == "IMAGE_TOO_LARGE_DECODED"
+    assert "6300x6300" in caught.value.description
+    assert peak < 5 * 2**20  # the header was read, no pixel buffer was made
+
+
+def test_an_eight_bit_phone_photo_of_the_same_pixels_budget_passes_the_header_checks():
+    from services.common.images import decoded_bytes
+
+    assert decoded_bytes("RGB", 4000, 3000) < LIMITS.max_decoded_mb * 2**20  # 12 Mpx camera
+    assert decoded_bytes("I;16", 6300, 6300) > LIMITS.max_decoded_mb * 2**20
+
+
+def test_multi_page_tiff_is_refused_clearly():
+    import io
+
+    pages = [Image.new("L", (20, 10), level) for level in (0, 128, 255)]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, "TIFF", save_all=True, append_images=pages[1:])
+    with pytest.raises(ImageError) as caught:
+        decode_image(buffer.getvalue(), LIMITS)
+    assert caught.value.reason == "MULTI_PAGE_IMAGE" and "3 pages" in caught.value.description

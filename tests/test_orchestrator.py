@@ -250,3 +250,42 @@ async def test_graceful_shutdown_finishes_in_flight_calls(stage):
     with pytest.raises(grpc.aio.AioRpcError) as caught:  # and nothing new is accepted
         await stub.ProcessPage(page_request(), timeout=2)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_pages_over_the_admission_limit_are_refused_at_once_with_a_retry_delay(stage):
+    _, recognizer, start = stage
+    recognizer.hold = True
+    stub, _ = await start(max_pages_in_flight=1)
+    first = asyncio.ensure_future(stub.ProcessPage(page_request(), timeout=10))
+    await recognizer.wait_in_flight(1)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ProcessPage(page_request(), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    info, retry = details_of(caught.value)
+    assert info.reason == "OVERLOADED" and retry.retry_delay.ToMilliseconds() == 1000
+    assert "recognizer" not in caught.value.details()  # says nothing of the inside
+    recognizer.release.set()
+    assert (await first).page.text.startswith("one")
+    assert (await stub.ProcessPage(page_request(), timeout=10)).page.text.startswith("one")  # room again
+
+
+async def test_the_public_api_refuses_raw_pixels(stage):
+    _, _, start = stage
+    stub, _ = await start()
+    raw = image_pb2.Image(raw=image_pb2.RawImage(width=10, height=10, channels=1, data=bytes(100)))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ProcessPage(ocr_service_pb2.ProcessPageRequest(image=raw), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(caught.value)[1].reason == "RAW_NOT_ACCEPTED"
+
+
+async def test_a_malformed_protobuf_body_is_invalid_argument(stage):
+    _, _, start = stage
+    stub, server = await start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        call = channel.unary_unary("/handwriting.v1.OcrService/ProcessPage")  # bytes in, bytes out
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(b"\x0a\xff\xff\xff\xff\x0f", timeout=10)  # a length-delimited field longer than the body
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(caught.value)[1].reason == "MALFORMED_REQUEST"
+    assert (await stub.ProcessPage(page_request(), timeout=10)).page.text.startswith("one")

@@ -283,3 +283,26 @@ def test_averaged_checkpoints_are_the_mean_of_their_weights(tiny_recognizer_dir,
         average_checkpoints.average([tiny_recognizer_dir, tiny_stock_trocr_dir], tmp_path / "mixed")
     with pytest.raises(ValueError, match="at least two"):
         average_checkpoints.average([tiny_recognizer_dir], tmp_path / "alone")
+
+
+def test_a_photographed_page_keeps_its_word_boxes_on_the_ink():
+    """The phone-photo renderer moves each word box with the page (homography), onto the ink."""
+    import numpy as np
+
+    from services.common import geometry
+    from training.synth.photo import photograph
+    from training.synth.render import PageSample, WordBox
+
+    page = Image.new("RGB", (600, 800), "white")
+    box = (200, 300, 420, 360)
+    ImageDraw.Draw(page).rectangle(box, fill=(0, 0, 0))
+    for seed in range(3):
+        photo = photograph(PageSample(page, [WordBox("ink", box)], [[0]]), random.Random(seed))
+        (moved,) = photo.words
+        gray = np.asarray(photo.image.convert("L"), dtype=np.float32)
+        # the ink: the darkest pixels within the page (the table may be dark too, so look near the box only)
+        left, top, right, bottom = geometry.padded(moved.box, 40, *photo.image.size)
+        window = gray[int(top) : int(bottom), int(left) : int(right)]
+        ys, xs = np.nonzero(window < np.percentile(window, 20))
+        ink = (left + xs.min(), top + ys.min(), left + xs.max(), top + ys.max())
+        assert geometry.iou(ink, moved.box) > 0.6, (seed, ink, moved.box)

@@ -19,10 +19,12 @@ from pathlib import Path
 from services.common import geometry
 from services.common.crops import cut_crop
 from training.synth.fonts import EVAL_FAMILIES, ensure_fonts, training_families
+from training.synth.photo import render_photo
 from training.synth.render import PageSample, render_page, render_strip
 from training.synth.text import TextSampler, evaluation_vocabulary, training_vocabulary
 
 DETECTOR_MAX_SIDE = 640
+KIND_SEED_OFFSET = {"page": 0, "strip": 500_000_000, "photo": 700_000_000}
 
 _worker_state: dict = {}
 
@@ -87,19 +89,23 @@ def write_sample(out: Path, split: str, name: str, page: PageSample, keep_page: 
 
 def _make_page(job: tuple[str, int, int, Path, str]) -> tuple[list[str], list[str]]:
     split, seed, index, out, kind = job
-    rng = random.Random(seed * 1_000_003 + index + (500_000_000 if kind == "strip" else 0))
+    rng = random.Random(seed * 1_000_003 + index + KIND_SEED_OFFSET[kind])
     sampler = TextSampler(_worker_state["vocabulary"], rng)
     if kind == "strip":
         page = render_strip(sampler, _worker_state["fonts"], rng)
         return write_sample(out, split, f"{split}_strip_{index:06d}", page, keep_page=False)
+    if kind == "photo":
+        page = render_photo(sampler, _worker_state["fonts"], rng)
+        return write_sample(out, split, f"{split}_photo_{index:06d}", page, keep_page=index < 20)
     page = render_page(sampler, _worker_state["fonts"], rng)
     return write_sample(out, split, f"{split}_{index:06d}", page, keep_page=index < 20)
 
 
-def make_split(out: Path, split: str, pages: int, seed: int, workers: int, strips: int = 0) -> None:
+def make_split(out: Path, split: str, pages: int, seed: int, workers: int, strips: int = 0, photos: int = 0) -> None:
     make_split_folders(out, split)
     jobs = [(split, seed, index, out, "page") for index in range(pages)]
     jobs += [(split, seed, index, out, "strip") for index in range(strips)]
+    jobs += [(split, seed, index, out, "photo") for index in range(photos)]
     rows: list[str] = []
     line_rows: list[str] = []
     # forkserver, not fork: forking a process that runs threads (torch, gRPC, a test runner) can crash the child
@@ -110,7 +116,10 @@ def make_split(out: Path, split: str, pages: int, seed: int, workers: int, strip
             line_rows.extend(page_line_rows)
     (out / "recognizer" / split / "labels.tsv").write_text("\n".join(rows) + "\n")
     (out / "recognizer-lines" / split / "labels.tsv").write_text("\n".join(line_rows) + "\n")
-    print(f"{split}: {pages} pages, {strips} line strips, {len(rows)} word crops, {len(line_rows)} line crops")
+    print(
+        f"{split}: {pages} pages, {strips} line strips, {photos} photos, {len(rows)} word crops, "
+        f"{len(line_rows)} line crops"
+    )
 
 
 def write_yolo_yaml(out: Path) -> Path:
@@ -127,13 +136,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-pages", type=int, default=100)
     parser.add_argument("--train-strips", type=int, default=0, help="single-line images with larger text")
     parser.add_argument("--val-strips", type=int, default=0)
+    parser.add_argument("--train-photos", type=int, default=0, help="phone photos of pages lying on a table")
+    parser.add_argument("--val-photos", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     # fonts are installed once, before the workers start
     ensure_fonts(training_families() + list(EVAL_FAMILIES))
-    make_split(args.out, "train", args.train_pages, args.seed, args.workers, args.train_strips)
-    make_split(args.out, "val", args.val_pages, args.seed + 1, args.workers, args.val_strips)
+    make_split(args.out, "train", args.train_pages, args.seed, args.workers, args.train_strips, args.train_photos)
+    make_split(args.out, "val", args.val_pages, args.seed + 1, args.workers, args.val_strips, args.val_photos)
     print(f"detector dataset: {write_yolo_yaml(args.out)}")
 
 

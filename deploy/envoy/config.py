@@ -6,7 +6,14 @@
 One listener serves gRPC and REST: the grpc_json_transcoder turns `POST /v1/pages:process` with a
 JSON body into the OcrService call (descriptor set from scripts/gen_protos.sh) and maps gRPC errors
 to HTTP statuses with a JSON body; unknown paths get 404; requests over the size limit get 413.
-The upstream is health-checked with the gRPC health protocol; the admin listener is on loopback.
+The upstream is health-checked with the gRPC health protocol.
+
+The edge (when given API keys): Envoy's api_key_auth filter checks `x-api-key` (or
+`Authorization: Bearer <key>`) and answers 401 / UNAUTHENTICATED without a valid one; health
+(`/healthz`, grpc.health.v1) stays open. Each key's client gets its own token bucket (local_ratelimit,
+a wildcard descriptor on the client id that api_key_auth forwards): over it, 429 / RESOURCE_EXHAUSTED
+with `retry-after`. Connections are capped by the overload manager, slow uploads cut by the idle and
+header timeouts. The admin interface is on a unix socket (or loopback), never on the network.
 Tracing: OpenTelemetry (OTLP/gRPC to a collector, W3C trace context) or AWS X-Ray (UDP daemon,
 X-Amzn-Trace-Id), so Envoy's span heads the trace the services continue.
 
@@ -19,8 +26,11 @@ the result into Envoy's proto JSON with snake_case field names and `@type`, whic
 from __future__ import annotations
 
 import argparse
+import http.client
+import socket
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,17 +43,26 @@ from envoy_data_plane.envoy.config.core.v3 import (
     DataSource,
     GrpcService,
     GrpcServiceEnvoyGrpc,
+    HeaderValue,
+    HeaderValueOption,
     HealthCheck,
     HealthCheckGrpcHealthCheck,
     Http2ProtocolOptions,
+    Pipe,
+    RuntimeFractionalPercent,
     SocketAddress,
     SocketAddressProtocol,
     SubstitutionFormatString,
 )
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+from envoy_data_plane.envoy.config.overload.v3 import OverloadManager, ResourceMonitor
 from envoy_data_plane.envoy.config.route.v3 import (
     DirectResponseAction,
+    FilterConfig,
+    RateLimit,
+    RateLimitAction,
+    RateLimitActionRequestHeaders,
     Route,
     RouteAction,
     RouteConfiguration,
@@ -51,11 +70,23 @@ from envoy_data_plane.envoy.config.route.v3 import (
     VirtualHost,
 )
 from envoy_data_plane.envoy.config.trace.v3 import OpenTelemetryConfig, TracingHttp, XRayConfig
+from envoy_data_plane.envoy.extensions.common.ratelimit.v3 import (
+    LocalRateLimitDescriptor,
+    RateLimitDescriptorEntry,
+    XRateLimitHeadersRfcVersion,
+)
+from envoy_data_plane.envoy.extensions.filters.http.api_key_auth.v3 import (
+    ApiKeyAuth,
+    Credential,
+    Forwarding,
+    KeySource,
+)
 from envoy_data_plane.envoy.extensions.filters.http.buffer.v3 import Buffer
 from envoy_data_plane.envoy.extensions.filters.http.grpc_json_transcoder.v3 import (
     GrpcJsonTranscoder,
     GrpcJsonTranscoderPrintOptions,
 )
+from envoy_data_plane.envoy.extensions.filters.http.local_ratelimit.v3 import LocalRateLimit
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
@@ -64,11 +95,14 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
     HttpFilter,
     LocalReplyConfig,
 )
+from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
+    DownstreamConnectionsConfig,
+)
 from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
     HttpProtocolOptions,
     HttpProtocolOptionsExplicitHttpConfig,
 )
-from envoy_data_plane.envoy.type.v3 import Percent
+from envoy_data_plane.envoy.type.v3 import FractionalPercent, FractionalPercentDenominatorType, Percent, TokenBucket
 from envoy_data_plane.google.protobuf import Any, Struct
 
 HERE = Path(__file__).resolve().parent
@@ -78,6 +112,35 @@ ECS_CONFIG = HERE / "envoy-ecs.yaml"
 PUBLIC_SERVICES = ["handwriting.v1.OcrService"]
 GRPC_PREFIXES = ["/handwriting.v1.OcrService/", "/grpc.health.v1.Health/"]  # never reflection: not public
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
+MAX_CONNECTIONS = 256  # x 32 MB of request buffer at most each; the overload manager refuses more
+CLIENT_HEADER = "x-client-id"  # set by api_key_auth from the key's client name (a caller's own is replaced)
+AUTH_FILTER = "envoy.filters.http.api_key_auth"
+
+
+@dataclass(frozen=True)
+class Edge:
+    """Who may call and how often: API keys (client name -> key) and each client's rate."""
+
+    api_keys: dict[str, str] = field(default_factory=dict)
+    requests_per_minute: int = 60
+    burst: int = 10
+
+
+def load_api_keys(text: str) -> dict[str, str]:
+    """API keys from a keys file (`client key` per line, # comments) or from HW_API_KEYS (`client:key,...`)."""
+    keys = {}
+    for item in text.replace(",", "\n").splitlines():
+        item = item.split("#", 1)[0].strip()
+        if not item:
+            continue
+        client, _, key = item.replace(":", " ", 1).partition(" ")
+        client, key = client.strip(), key.strip()
+        if not key or len(key) < 16:
+            raise ValueError(f"API key entry for {client!r}: expected `client key` with a key of 16+ characters")
+        if client in keys:
+            raise ValueError(f"API key entry for {client!r} appears twice")
+        keys[client] = key
+    return keys
 
 
 def _seconds(seconds: float) -> timedelta:
@@ -145,18 +208,23 @@ def _tracing(mode: str, collector: tuple[str, int] | None) -> tuple[HttpConnecti
     return tracing, [_cluster("otel_collector", collector[0], collector[1], health_check=False)]
 
 
-def _routes(request_timeout_s: int) -> list[Route]:
-    """/healthz, the gRPC services to the orchestrator, 404 for the rest (REST is matched by the transcoder)."""
+def _routes(request_timeout_s: int, edge: Edge) -> list[Route]:
+    """/healthz, the gRPC services to the orchestrator, 404 for the rest (REST is matched by the transcoder).
+    Health answers without a key."""
 
     def reply(status: int, body: str) -> DirectResponseAction:
         return DirectResponseAction(status=status, body=DataSource(inline_string=body))
 
+    open_to_all = {AUTH_FILTER: Any.pack(FilterConfig(disabled=True))} if edge.api_keys else {}
     # liveness of Envoy itself for load balancers that speak plain HTTP (the ALB's REST target group)
-    healthz = Route(match=RouteMatch(path="/healthz"), direct_response=reply(200, "ok"))
+    healthz = Route(
+        match=RouteMatch(path="/healthz"), direct_response=reply(200, "ok"), typed_per_filter_config=open_to_all
+    )
     to_orchestrator = [
         Route(
             match=RouteMatch(prefix=prefix),
             route=RouteAction(cluster="orchestrator", timeout=_seconds(request_timeout_s)),
+            typed_per_filter_config=open_to_all if "Health" in prefix else {},
         )
         for prefix in GRPC_PREFIXES
     ]
@@ -164,8 +232,58 @@ def _routes(request_timeout_s: int) -> list[Route]:
     return [healthz, *to_orchestrator, not_found]
 
 
-def _http_filters(descriptor: Path | str) -> list[HttpFilter]:
-    """Size limit (413), REST-to-gRPC transcoding with gRPC errors as HTTP statuses, then the router."""
+def _everyone() -> RuntimeFractionalPercent:
+    return RuntimeFractionalPercent(
+        default_value=FractionalPercent(numerator=100, denominator=FractionalPercentDenominatorType.HUNDRED),
+        runtime_key="local_rate_limit_enabled",
+    )
+
+
+def _edge_filters(edge: Edge) -> list[HttpFilter]:
+    """API keys, then a token bucket per client (the client id api_key_auth forwards)."""
+    if not edge.api_keys:
+        return []
+    auth = ApiKeyAuth(
+        credentials=[Credential(key=key, client=client) for client, key in sorted(edge.api_keys.items())],
+        key_sources=[KeySource(header="x-api-key"), KeySource(header="authorization")],
+        forwarding=Forwarding(header=CLIENT_HEADER, hide_credentials=True),
+    )
+    seconds_per_token = 60.0 / max(1, edge.requests_per_minute)
+    bucket = TokenBucket(max_tokens=edge.burst, tokens_per_fill=1, fill_interval=_seconds(seconds_per_token))
+    retry_after = HeaderValueOption(header=HeaderValue(key="retry-after", value=str(max(1, round(seconds_per_token)))))
+    limit = LocalRateLimit(
+        stat_prefix="per_client",
+        # the filter-wide bucket is not consumed: each client's own bucket (the wildcard descriptor) is
+        token_bucket=TokenBucket(max_tokens=1_000_000, tokens_per_fill=1_000_000, fill_interval=_seconds(1)),
+        always_consume_default_token_bucket=False,
+        filter_enabled=_everyone(),
+        filter_enforced=_everyone(),
+        descriptors=[LocalRateLimitDescriptor(entries=[RateLimitDescriptorEntry(key="client")], token_bucket=bucket)],
+        rate_limits=[
+            RateLimit(
+                actions=[
+                    RateLimitAction(
+                        request_headers=RateLimitActionRequestHeaders(
+                            header_name=CLIENT_HEADER, descriptor_key="client"
+                        )
+                    )
+                ]
+            )
+        ],
+        max_dynamic_descriptors=max(20, 2 * len(edge.api_keys)),
+        rate_limited_as_resource_exhausted=True,
+        enable_x_ratelimit_headers=XRateLimitHeadersRfcVersion.DRAFT_VERSION_03,
+        response_headers_to_add=[retry_after],
+    )
+    return [
+        HttpFilter(name=AUTH_FILTER, typed_config=Any.pack(auth)),
+        HttpFilter(name="envoy.filters.http.local_ratelimit", typed_config=Any.pack(limit)),
+    ]
+
+
+def _http_filters(descriptor: Path | str, edge: Edge) -> list[HttpFilter]:
+    """Keys and rates (when configured), size limit (413), REST-to-gRPC transcoding with gRPC errors as HTTP
+    statuses, then the router."""
     buffer = Buffer(max_request_bytes=MAX_REQUEST_BYTES)
     transcoder = GrpcJsonTranscoder(
         proto_descriptor=str(descriptor),
@@ -177,6 +295,7 @@ def _http_filters(descriptor: Path | str) -> list[HttpFilter]:
         max_request_body_size=MAX_REQUEST_BYTES,
     )
     return [
+        *_edge_filters(edge),
         HttpFilter(name="envoy.filters.http.buffer", typed_config=Any.pack(buffer)),
         HttpFilter(name="envoy.filters.http.grpc_json_transcoder", typed_config=Any.pack(transcoder)),
         HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
@@ -184,7 +303,7 @@ def _http_filters(descriptor: Path | str) -> list[HttpFilter]:
 
 
 def _connection_manager(
-    descriptor: Path | str, request_timeout_s: int, tracing: HttpConnectionManagerTracing | None
+    descriptor: Path | str, request_timeout_s: int, tracing: HttpConnectionManagerTracing | None, edge: Edge
 ) -> HttpConnectionManager:
     # Envoy's own replies (404, 413, 503, timeouts) as JSON too, like the transcoded errors
     json_replies = LocalReplyConfig(
@@ -197,14 +316,17 @@ def _connection_manager(
         stat_prefix="ingress",
         codec_type=HttpConnectionManagerCodecType.AUTO,
         request_timeout=_seconds(request_timeout_s),
-        stream_idle_timeout=_seconds(300),
+        # a client that stops sending (a stalled upload) is cut after 30 s, headers must arrive within 10 s
+        stream_idle_timeout=_seconds(30),
+        request_headers_timeout=_seconds(10),
         generate_request_id=True,
         use_remote_address=True,
         local_reply_config=json_replies,
         route_config=RouteConfiguration(
-            name="ocr", virtual_hosts=[VirtualHost(name="ocr", domains=["*"], routes=_routes(request_timeout_s))]
+            name="ocr",
+            virtual_hosts=[VirtualHost(name="ocr", domains=["*"], routes=_routes(request_timeout_s, edge))],
         ),
-        http_filters=_http_filters(descriptor),
+        http_filters=_http_filters(descriptor, edge),
         tracing=tracing,
     )
 
@@ -228,21 +350,37 @@ def bootstrap(
     collector: str | None = None,
     listen_host: str = "0.0.0.0",
     request_timeout_s: int = 120,
+    edge: Edge | None = None,
+    admin_socket: str | None = None,
 ) -> Bootstrap:
-    """The whole Envoy bootstrap, typed. `collector` is host:port (OTLP gRPC, or the X-Ray daemon)."""
+    """The whole Envoy bootstrap, typed. `collector` is host:port (OTLP gRPC, or the X-Ray daemon).
+    `admin_socket`: the admin interface on this unix socket (mode 0600) instead of loopback:admin_port."""
+    edge = edge or Edge()
     upstream_host, upstream_port = upstream.rsplit(":", 1)
     collector_address = None
     if collector:
         host, port = collector.rsplit(":", 1)
         collector_address = (host, int(port))
     tracing_config, tracing_clusters = _tracing(tracing, collector_address)
-    manager = _connection_manager(descriptor, request_timeout_s, tracing_config)
+    manager = _connection_manager(descriptor, request_timeout_s, tracing_config, edge)
     orchestrator = _cluster("orchestrator", upstream_host, int(upstream_port), health_check=True)
+    admin_address = (
+        Address(pipe=Pipe(path=admin_socket, mode=0o600)) if admin_socket else _address("127.0.0.1", admin_port)
+    )
+    connections = DownstreamConnectionsConfig(max_active_downstream_connections=MAX_CONNECTIONS)
     return Bootstrap(
-        admin=Admin(address=_address("127.0.0.1", admin_port)),
+        admin=Admin(address=admin_address),
         static_resources=BootstrapStaticResources(
             listeners=[_listener(listen_host, listen_port, manager)],
             clusters=[orchestrator, *tracing_clusters],
+        ),
+        overload_manager=OverloadManager(
+            resource_monitors=[
+                ResourceMonitor(
+                    name="envoy.resource_monitors.global_downstream_max_connections",
+                    typed_config=Any.pack(connections),
+                )
+            ]
         ),
     )
 
@@ -280,24 +418,59 @@ def validate(path: Path) -> None:
     )
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def admin_get(admin_socket: str | Path, path: str, timeout: float = 2.0) -> tuple[int, str]:
+    """GET `path` from Envoy's admin interface on its unix socket: (status, body)."""
+    connection = _UnixHTTPConnection(str(admin_socket), timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        connection.close()
+
+
 def start_envoy(
     port: int,
-    admin_port: int,
     upstream: str,
     log_dir: Path | None = None,
     tracing: str = "off",
     collector: str | None = None,
     timeout: float = 20.0,
-) -> subprocess.Popen:
-    """Run Envoy locally in front of `upstream`; returns once its admin /ready answers LIVE."""
+    edge: Edge | None = None,
+) -> tuple[subprocess.Popen, Path]:
+    """Run Envoy locally in front of `upstream`; returns (the process, its admin socket) once admin /ready
+    answers LIVE. The admin interface is a unix socket only this user can open."""
+    import tempfile
     import time
-    import urllib.request
 
     workdir = Path(log_dir or "/tmp") / f"envoy-{port}"
     workdir.mkdir(parents=True, exist_ok=True)
+    admin_socket = Path(tempfile.mkdtemp(prefix="hw-envoy-")) / "admin.sock"  # short: sun_path has 108 bytes
     config_path = workdir / "envoy.yaml"
-    config = bootstrap(port, admin_port, upstream, DESCRIPTOR, tracing, collector, listen_host="127.0.0.1")
+    config = bootstrap(
+        port,
+        0,
+        upstream,
+        DESCRIPTOR,
+        tracing,
+        collector,
+        listen_host="127.0.0.1",
+        edge=edge,
+        admin_socket=str(admin_socket),
+    )
     config_path.write_text(render(config))
+    config_path.chmod(0o600)  # it holds the API keys
     log = open(workdir / "envoy.log", "ab")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
         [envoy_binary(), "-c", str(config_path), "--base-id", str(port), "-l", "warning", "--disable-hot-restart"],
@@ -309,9 +482,8 @@ def start_envoy(
         if process.poll() is not None:
             raise RuntimeError(f"envoy exited with {process.returncode}; see {workdir / 'envoy.log'}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as response:
-                if response.status == 200:
-                    return process
+            if admin_get(admin_socket, "/ready", timeout=1)[0] == 200:
+                return process, admin_socket
         except OSError:
             time.sleep(0.1)
     process.kill()
@@ -325,10 +497,19 @@ def committed_configs() -> dict[Path, str]:
     ECS: orchestrator in the same task (localhost), X-Ray segments to the ADOT sidecar on UDP 2000.
     """
     descriptor = "/etc/envoy/handwriting.pb"
+    admin = "/tmp/envoy-admin.sock"  # inside the Envoy container only: no other container can open it
     return {
-        COMPOSE_CONFIG: render(bootstrap(descriptor=descriptor, tracing="w3c", collector="otel-collector:4317")),
+        COMPOSE_CONFIG: render(
+            bootstrap(descriptor=descriptor, tracing="w3c", collector="otel-collector:4317", admin_socket=admin)
+        ),
         ECS_CONFIG: render(
-            bootstrap(descriptor=descriptor, upstream="127.0.0.1:50051", tracing="xray", collector="127.0.0.1:2000")
+            bootstrap(
+                descriptor=descriptor,
+                upstream="127.0.0.1:50051",
+                tracing="xray",
+                collector="127.0.0.1:2000",
+                admin_socket=admin,
+            )
         ),
     }
 

@@ -37,6 +37,15 @@ def error(code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, 
     return rpc_status.to_status(status)
 
 
+def overloaded(message: str, retry_after_seconds: float) -> grpc.Status:
+    """RESOURCE_EXHAUSTED with a RetryInfo saying when to try again (Envoy's REST mapping: HTTP 429)."""
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromMilliseconds(int(retry_after_seconds * 1000))
+    details = [_pack(error_details_pb2.ErrorInfo(reason="OVERLOADED", domain=DOMAIN)), _pack(retry)]
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=details)
+    return rpc_status.to_status(status)
+
+
 def details_of(rpc_error: grpc.RpcError) -> list:
     """Unpacked details of a rich error, for clients and tests."""
     status = rpc_status.from_call(rpc_error)
@@ -44,7 +53,7 @@ def details_of(rpc_error: grpc.RpcError) -> list:
         return []
     unpacked = []
     for detail in status.details:
-        for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo):
+        for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo):
             if detail.Is(kind.DESCRIPTOR):
                 message = kind()
                 detail.Unpack(message)

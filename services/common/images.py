@@ -1,8 +1,10 @@
 """Image decoding and validation with Pillow, done once at the edge of the system.
 
 Accepts PNG, JPEG, TIFF, WebP and BMP; applies EXIF orientation; converts grayscale, palette,
-alpha and 16-bit images to 8-bit RGB; enforces byte and pixel limits before decoding the pixels
-(decompression bombs). Every failure is an `ImageError` with a reason a client can act on.
+alpha and 16-bit images to 8-bit RGB. Before any pixel is decoded, the header alone is checked: bytes,
+pixels, side, pages, and the memory the decoded image would take (its own pixels plus the 8-bit RGB
+copy), so a small file that would decode into gigabytes (a 16-bit 6300x6300 PNG) is refused at once.
+Every failure is an `ImageError` with a reason a client can act on.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def decode_image(data: bytes, limits: ImageLimits, field: str = "image.content")
             image = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = image.size
             _check_size(width, height, limits, field)
+            _check_header(image, limits, field)
             image.load()
     except ImageError:
         raise
@@ -69,13 +72,38 @@ def _check_size(width: int, height: int, limits: ImageLimits, field: str) -> Non
         )
 
 
+def decoded_bytes(mode: str, width: int, height: int) -> int:
+    """Memory that decoding an image of `mode` takes at its peak: its own pixels and the 8-bit RGB copy."""
+    own = len(Image.new(mode, (1, 1)).tobytes()) if mode not in ("P", "PA") else 4  # palette goes through RGBA
+    return width * height * (own + 3)
+
+
+def _check_header(image: Image.Image, limits: ImageLimits, field: str) -> None:
+    pages = getattr(image, "n_frames", 1)
+    if pages > 1:
+        raise ImageError("MULTI_PAGE_IMAGE", f"the image has {pages} pages or frames; send one page per request", field)
+    needed = decoded_bytes(image.mode, *image.size)
+    if needed > limits.max_decoded_mb * 1024 * 1024:
+        raise ImageError(
+            "IMAGE_TOO_LARGE_DECODED",
+            f"the {image.size[0]}x{image.size[1]} {image.mode} image would take {needed // 2**20} MB decoded; "
+            f"the limit is {limits.max_decoded_mb} MB (send it smaller: 8-bit and about "
+            f"{limits.max_decoded_mb * 2**20 // 6 // 1_000_000} megapixels at most)",
+            field,
+        )
+
+
 def normalize_mode(image: Image.Image) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB; transparency is flattened onto white paper."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        high = array.max() if array.size else 0
-        scale = 255.0 / (65535.0 if high > 255 else 255.0) if image.mode != "F" else 255.0 / max(high, 1e-9)
-        image = Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), "L")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # integers: the high byte of 16-bit samples, in place
+        array = np.asarray(image)
+        if array.size and array.max() > 255:
+            array = array >> 8
+        image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L")
+    elif image.mode == "F":
+        array = np.asarray(image, dtype=np.float32)
+        high = float(array.max()) if array.size else 0.0
+        image = Image.fromarray(np.clip(array * (255.0 / max(high, 1e-9)), 0, 255).astype(np.uint8), "L")
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode in ("RGB", "L") and "transparency" in image.info):
@@ -85,11 +113,20 @@ def normalize_mode(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def image_from_proto(message: image_pb2.Image, limits: ImageLimits, field: str = "image") -> Image.Image:
-    """An `Image` message (encoded bytes or raw pixels) -> PIL image, validated."""
+def image_from_proto(
+    message: image_pb2.Image, limits: ImageLimits, field: str = "image", allow_raw: bool = True
+) -> Image.Image:
+    """An `Image` message (encoded bytes or raw pixels) -> PIL image, validated. The public API passes
+    `allow_raw=False`: raw pixels are for calls between the services, and would get around the byte limit."""
     source = message.WhichOneof("source")
     if source == "content":
         return decode_image(message.content, limits, f"{field}.content")
+    if source == "raw" and not allow_raw:
+        raise ImageError(
+            "RAW_NOT_ACCEPTED",
+            "image.raw is for calls between the services; send the image file in image.content",
+            f"{field}.raw",
+        )
     if source == "raw":
         return raw_to_image(message.raw, limits, f"{field}.raw")
     raise ImageError("MISSING_IMAGE", "no image was sent (set image.content)", field)

@@ -10,6 +10,7 @@ within the grace period, then the server stops.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,6 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import errors
 from services.common.settings import ServerSettings
 from services.common.tracing import server_interceptors
 
@@ -48,6 +50,43 @@ class RunningServer:
                 await result
 
 
+class _Malformed:
+    """What a request that does not parse deserializes to: the handler then answers INVALID_ARGUMENT."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+class MalformedRequests(grpc.aio.ServerInterceptor):
+    """A request body that is not the method's protobuf answers INVALID_ARGUMENT (BadRequest on the body),
+    where gRPC would answer UNKNOWN and log a traceback. Unary methods (all of ours)."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        parse, behaviour = handler.request_deserializer, handler.unary_unary
+
+        def deserialize(data: bytes):
+            try:
+                return parse(data)
+            except Exception as error:  # DecodeError and whatever else a parser raises on bad bytes
+                return _Malformed(error)
+
+        async def checked(request, context):
+            if isinstance(request, _Malformed):
+                logger.info("malformed request", extra={"method": handler_call_details.method})
+                await context.abort_with_status(
+                    errors.bad_request("(body)", "the request is not a valid protobuf message", "MALFORMED_REQUEST")
+                )
+            result = behaviour(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+        return grpc.unary_unary_rpc_method_handler(
+            checked, request_deserializer=deserialize, response_serializer=handler.response_serializer
+        )
+
+
 def channel_options(settings: ServerSettings) -> list[tuple[str, int]]:
     size = settings.max_message_mb * 1024 * 1024
     return [
@@ -67,7 +106,7 @@ async def create_server(
     service_names: Iterable[str],
 ) -> RunningServer:
     server = grpc.aio.server(
-        interceptors=server_interceptors(settings),
+        interceptors=[MalformedRequests(), *server_interceptors(settings)],
         options=channel_options(settings),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )

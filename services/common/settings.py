@@ -83,6 +83,8 @@ class ImageLimits:
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_image_side: int = 20_000
+    # what the decoded image may take (its own pixels and the 8-bit RGB copy), estimated from the header
+    max_decoded_mb: int = 160
 
 
 @dataclass(frozen=True)
@@ -127,4 +129,8 @@ class OrchestratorSettings(ServerSettings, ImageLimits):
     # the page is downscaled to this longest side before it goes to the detector
     detector_max_side: int = 1280
     default_deadline_seconds: float = 60.0
+    # admission: pages being processed at once; more are refused at once (RESOURCE_EXHAUSTED with RetryInfo)
+    # before their image is decoded. Two cores read about one page a second: 8 is 8 s of queued work.
+    max_pages_in_flight: int = 8
+    max_concurrent_decodes: int = 2  # images decoded at once, in threads off the event loop (memory bound)
     service_name: str = "orchestrator"

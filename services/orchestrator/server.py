@@ -23,14 +23,29 @@ from services.orchestrator.pipeline import OcrPipeline, PipelineOptions
 
 logger = logging.getLogger("handwriting.orchestrator")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OcrService"].full_name
+RETRY_AFTER_SECONDS = 1.0  # about one page's time on two cores
 
 
 class OcrServicer(pb_grpc.OcrServiceServicer):
     def __init__(self, settings: OrchestratorSettings, pipeline: OcrPipeline):
         self.settings = settings
         self.pipeline = pipeline
+        self.in_flight = 0
+        self.decodes = asyncio.Semaphore(settings.max_concurrent_decodes)
 
     async def ProcessPage(self, request: pb.ProcessPageRequest, context: grpc.aio.ServicerContext):
+        # admission first, before any work: a page that cannot start now is refused in microseconds
+        if self.in_flight >= self.settings.max_pages_in_flight:
+            await context.abort_with_status(
+                errors.overloaded("the service is busy; retry after the delay in RetryInfo", RETRY_AFTER_SECONDS)
+            )
+        self.in_flight += 1
+        try:
+            return await self._process_page(request, context)
+        finally:
+            self.in_flight -= 1
+
+    async def _process_page(self, request: pb.ProcessPageRequest, context: grpc.aio.ServicerContext):
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         remaining = context.time_remaining()
@@ -39,7 +54,8 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
             if not 0.0 <= request.min_detection_score <= 1.0:
                 raise ImageError("BAD_SCORE", "min_detection_score must be in [0, 1]", "min_detection_score")
             with span("decode"):
-                image = image_from_proto(request.image, self.settings)
+                async with self.decodes:  # in a thread: health checks and other calls go on meanwhile
+                    image = await asyncio.to_thread(image_from_proto, request.image, self.settings, allow_raw=False)
             decode_ms = 1000 * (time.perf_counter() - started)
             try:
                 result = await self.pipeline.process(image, deadline, request.min_detection_score)
