@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -207,3 +208,31 @@ def test_ctc_alignment_places_each_character_at_its_frame():
     assert scores.best_paths == ["ab"]
     # 8 frames over the crop's pixels and its margin; the pixels take 4/5 of them: 6.4 frames
     assert scores.positions(0, "ab", 0.8) == pytest.approx(((1 + 0.5) / 6.4, (4 + 0.5) / 6.4))
+
+
+def test_the_onnx_encoder_reads_as_the_torch_one_on_the_shipped_model(sample_page):
+    """The shipped model's encoder under ONNX Runtime (the default backend): same readings, same confidences,
+    whatever the batch's widths (the graph's batch and width are dynamic, padding masked)."""
+    from services.common import geometry
+    from services.common.crops import cut_crop
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+    from services.recognizer.lexicon import find_lexicon
+
+    truth = json.loads(sample_page.with_suffix(".json").read_text())
+    gray = Image.open(sample_page).convert("L")
+    lines = [geometry.union(tuple(w["box"]) for w in truth["words"][i : i + 6]) for i in (0, 30)]
+    page_crops = [cut_crop(gray, tuple(w["box"])) for w in truth["words"][:40]] + [cut_crop(gray, b) for b in lines]
+    lexicon = find_lexicon(DEFAULT_RECOGNIZER_DIR)
+    on_torch = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=lexicon, backend="torch", batch_size=16)
+    on_onnx = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=lexicon, backend="onnx", batch_size=16)
+    assert on_onnx.backend == "onnx" and on_torch.backend == "torch"
+    expected, got = on_torch.predict(page_crops), on_onnx.predict(page_crops)
+    assert [r.text for r in got] == [r.text for r in expected]
+    assert max(abs(a.confidence - b.confidence) for a, b in zip(got, expected, strict=True)) < 1e-3
+    assert on_onnx.predict(page_crops[:1])[0].text == expected[0].text  # alone, unpadded
+
+
+def test_other_encoders_stay_on_torch(tiny_recognizer_dir):
+    assert Recognizer(tiny_recognizer_dir, max_new_tokens=2, backend="onnx").backend == "torch"
+    with pytest.raises(ValueError):
+        Recognizer(tiny_recognizer_dir, backend="tensorrt")

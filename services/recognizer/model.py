@@ -109,6 +109,7 @@ class Recognizer:
         lexicon: Lexicon | None = None,
         n_best: int = 1,
         ctc_weight: float | None = None,
+        backend: str = "onnx",
     ):
         if beam_size < 1 or n_best < 1:
             raise ValueError("beam_size and n_best must be >= 1")
@@ -128,6 +129,16 @@ class Recognizer:
         self.ctc_weight = default_weight if ctc_weight is None or ctc_weight < 0 else ctc_weight
         if self.ctc_weight and not hasattr(self.model.encoder, "ctc_logits"):
             raise ValueError("ctc_weight needs an encoder with a CTC head")
+        if backend not in ("onnx", "torch"):
+            raise ValueError(f"backend must be onnx or torch, not {backend!r}")
+        # PP-OCR's encoder (the shipped model's) on ONNX Runtime: twice as fast on a CPU
+        self.onnx_encoder = None
+        if backend == "onnx" and self.model.config.encoder.model_type == ppocr_encoder.MODEL_TYPE:
+            from services.recognizer.onnx_encoder import OnnxEncoder
+
+            example = self.preprocess([Image.new("L", (60, 32), 255), Image.new("L", (200, 40), 255)])
+            self.onnx_encoder = OnnxEncoder(self.model.encoder, example)
+        self.backend = "onnx" if self.onnx_encoder is not None else "torch"
         self.model_name = os.path.basename(os.path.normpath(str(model_dir)))
         logger.info("recognizer loaded", extra={"model_dir": str(model_dir), "device": device})
 
@@ -151,9 +162,9 @@ class Recognizer:
         n_best = self.n_best if rescored else 1
         beams = max(self.beam_size, n_best)
         beam_options = dict(num_beams=beams, num_return_sequences=n_best, length_penalty=1.0, early_stopping=True)
-        encoded = self.model.encoder(pixel_values=pixel_values)  # once: decoding and near-word scoring share it
-        encoder_states = encoded.last_hidden_state
-        ctc = self._ctc(pixel_values, encoder_states) if self.ctc_weight else None
+        encoder_states, ctc_logits = self._encode(pixel_values)  # once: decoding and near-word scoring share it
+        encoded = BaseModelOutput(last_hidden_state=encoder_states)
+        ctc = self._ctc(pixel_values, ctc_logits) if self.ctc_weight else None
         max_new_tokens = self.max_new_tokens
         if ctc is not None:  # the CTC head says how long the readings are: the decoder need not go much further
             max_new_tokens = min(max_new_tokens, max(len(text) for text in ctc.best_paths) + CTC_LENGTH_SLACK)
@@ -222,8 +233,16 @@ class Recognizer:
             groups[crop].append((text, log_prob, min(1.0, math.exp(log_prob / max(1, length)))))
         return [crop for crop, _ in new]
 
-    def _ctc(self, pixel_values: torch.Tensor, encoder_states: torch.Tensor) -> CtcScores:
-        log_probs = self.model.encoder.ctc_logits(encoder_states).log_softmax(-1)  # (N, T, C)
+    def _encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The encoder's hidden states and, where it has a CTC head and it is used, the head's logits."""
+        if self.onnx_encoder is not None:
+            hidden, logits = self.onnx_encoder(pixel_values)
+            return hidden.to(self.device), logits.to(self.device)
+        hidden = self.model.encoder(pixel_values=pixel_values).last_hidden_state
+        return hidden, self.model.encoder.ctc_logits(hidden) if self.ctc_weight else None
+
+    def _ctc(self, pixel_values: torch.Tensor, logits: torch.Tensor) -> CtcScores:
+        log_probs = logits.log_softmax(-1)  # (N, T, C)
         owned = getattr(self.model.encoder, "owned_columns", None)
         lengths = owned(pixel_values, log_probs.shape[1]) if owned else [log_probs.shape[1]] * len(log_probs)
         return CtcScores([log_probs[i, : lengths[i]] for i in range(len(lengths))])

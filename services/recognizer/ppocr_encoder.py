@@ -297,8 +297,8 @@ def split_padding(pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     zeroed before each spatial conv (`_mask`), which is what a conv's zero padding gives the crop alone;
     with own widths in multiples of 8, a crop reads the same alone or beside wider crops."""
     padded = pixel_values[:, 0, 0, :] == PADDING  # (N, W): padding fills whole columns
-    if not bool(padded.any()):
-        return pixel_values, None
+    if not torch.jit.is_tracing() and not torch.compiler.is_compiling() and not bool(padded.any()):
+        return pixel_values, None  # (an exported graph always masks: it must serve padded batches)
     owned = (~padded).sum(dim=1).to(pixel_values.dtype) / pixel_values.shape[3]
     return pixel_values.masked_fill(pixel_values == PADDING, 0.0), owned
 

@@ -60,6 +60,7 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
             lexicon=lexicon,
             n_best=self.settings.lexicon_n_best,
             ctc_weight=self.settings.ctc_weight,
+            backend=self.settings.backend,
         )
         # warm-up before SERVING: the first calls pay for lazy initialisation and memory growth
         self.recognizer.predict([Image.new("L", (160, 40), 255), Image.new("L", (900, 48), 255)])
