@@ -122,10 +122,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
         while not stopping:
-            dead = stack.poll()
-            if dead:
-                print(f"{dead} exited; stopping the stack", file=sys.stderr)
+            if stack.poll() == "envoy":
+                print("envoy exited; stopping the stack", file=sys.stderr)
                 return 1
+            for name in stack.restart_dead():  # a dead stage comes back; the others answer UNAVAILABLE meanwhile
+                print(f"{name} exited; restarted it", file=sys.stderr, flush=True)
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

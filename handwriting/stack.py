@@ -1,4 +1,5 @@
-"""Starts the three services (and Envoy, when asked) as separate local processes on loopback ports."""
+"""Starts the three services (and Envoy, when asked) as separate local processes on loopback ports, and
+restarts a stage that dies (`restart_dead`, with backoff), as compose and ECS restart containers."""
 
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ class LocalStack:
         self.config = config
         self.processes: dict[str, subprocess.Popen] = {}
         self.envoy_admin: Path | None = None  # Envoy's admin unix socket
+        self._specs: dict[str, tuple[list[str], dict[str, str] | None]] = {}
+        self.restarts: dict[str, list[float]] = {}  # monotonic times each stage was restarted
 
     def _env(self, port: int, **values: str) -> dict[str, str]:
         env = {**os.environ, **self.config.extra_env, "HW_HOST": self.config.host, "HW_PORT": str(port)}
@@ -75,6 +78,7 @@ class LocalStack:
             command, env=env, stdout=output, stderr=subprocess.STDOUT if output else None, cwd=REPO_ROOT
         )
         self.processes[name] = process
+        self._specs[name] = (command, env)
         return process
 
     def start(self, timeout: float = 180.0) -> None:
@@ -124,6 +128,24 @@ class LocalStack:
             if process.poll() is not None:
                 return name
         return None
+
+    def restart_dead(self, backoff_base: float = 1.0, backoff_max: float = 30.0) -> list[str]:
+        """Start again each model stage or orchestrator that has exited; returns their names. A stage that
+        keeps dying waits longer each time (1, 2, 4 ... 30 s since its last restart) before the next try."""
+        restarted = []
+        now = time.monotonic()
+        for name, process in list(self.processes.items()):
+            if process.poll() is None or name not in self._specs:
+                continue
+            recent = [t for t in self.restarts.get(name, []) if now - t < 2 * backoff_max]
+            wait = min(backoff_max, backoff_base * 2 ** (len(recent) - 1)) if recent else 0.0
+            if recent and now - recent[-1] < wait:
+                continue
+            command, env = self._specs[name]
+            self._spawn(name, command, env)
+            self.restarts.setdefault(name, []).append(now)
+            restarted.append(name)
+        return restarted
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM every child (they drain in-flight calls), then SIGKILL what is left after `grace`."""

@@ -35,6 +35,8 @@ class RunningServer:
     service_names: tuple[str, ...]
     # what the service opened besides the server (channels, model threads): closed after the server stops
     closers: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+    # background tasks of the service (the orchestrator's watch on its stages): cancelled first on stop
+    tasks: list[asyncio.Task] = field(default_factory=list)
 
     async def mark_serving(self, serving: bool = True) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -42,6 +44,8 @@ class RunningServer:
             await self.health.set(name, status)
 
     async def stop(self, grace: float) -> None:
+        for task in self.tasks:
+            task.cancel()
         await self.mark_serving(False)
         await self.server.stop(grace)
         for close in self.closers:

@@ -7,6 +7,7 @@ import logging
 import time
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from handwriting.v1 import detector_service_pb2_grpc as detector_grpc
 from handwriting.v1 import ocr_service_pb2 as pb
@@ -89,6 +90,29 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
             )
 
 
+async def watch_stages(running: RunningServer, channels: dict[str, grpc.aio.Channel], interval: float = 1.0) -> None:
+    """The orchestrator's health follows its stages': NOT_SERVING while the detector or the recognizer is
+    down (Envoy and load balancers then stop sending pages it would fail), SERVING again once both answer.
+    A stage without a health service (UNIMPLEMENTED) counts as up: it answered."""
+    stubs = {name: health_pb2_grpc.HealthStub(channel) for name, channel in channels.items()}
+    serving = True
+    while True:
+        down = []
+        for name, stub in stubs.items():
+            try:
+                response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=interval)
+                if response.status != health_pb2.HealthCheckResponse.SERVING:
+                    down.append(name)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    down.append(name)
+        if serving != (not down):
+            serving = not down
+            await running.mark_serving(serving)
+            logger.warning("stages", extra={"serving": serving, "down": down})
+        await asyncio.sleep(interval)
+
+
 def pipeline_options(settings: OrchestratorSettings) -> PipelineOptions:
     return PipelineOptions(
         detector_max_side=settings.detector_max_side,
@@ -116,6 +140,8 @@ async def start(settings: OrchestratorSettings) -> RunningServer:
     )
     running.closers += [detector_channel.close, recognizer_channel.close]
     await running.mark_serving()
+    channels = {"detector": detector_channel, "recognizer": recognizer_channel}
+    running.tasks.append(asyncio.create_task(watch_stages(running, channels)))
     return running
 
 
