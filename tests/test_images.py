@@ -135,3 +135,42 @@ def test_multi_page_tiff_is_refused_clearly():
     with pytest.raises(ImageError) as caught:
         decode_image(buffer.getvalue(), LIMITS)
     assert caught.value.reason == "MULTI_PAGE_IMAGE" and "3 pages" in caught.value.description
+
+
+def _seed_images() -> list[bytes]:
+    image = Image.new("RGB", (48, 32), "white")
+    image.paste((20, 20, 20), (8, 8, 40, 20))
+    return [png_bytes(image, kind) for kind in ("PNG", "JPEG", "TIFF", "WEBP", "BMP")]
+
+
+SEEDS = _seed_images()
+
+
+def test_fuzzed_images_decode_or_fail_with_an_image_error_only():
+    """Mutated bytes of valid images of every format (fixed seed, derandomised): decoding either gives 8-bit
+    RGB or raises ImageError; nothing else escapes (no crash, no other exception)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    limits = ImageLimits(max_image_pixels=4_000_000, max_decoded_mb=64)
+
+    @settings(max_examples=400, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        seed=st.sampled_from(SEEDS),
+        edits=st.lists(st.tuples(st.integers(0, 4096), st.integers(0, 255)), max_size=8),
+        cut=st.integers(0, 4096),
+        tail=st.binary(max_size=32),
+    )
+    def decode_mutated(seed, edits, cut, tail):
+        data = bytearray(seed)
+        for position, value in edits:
+            data[position % len(data)] = value
+        data = bytes(data[: max(1, len(data) - cut % len(data))]) + tail
+        try:
+            image = decode_image(data, limits)
+        except ImageError as error:
+            assert error.reason and error.description
+            return
+        assert image.mode == "RGB" and image.width * image.height <= limits.max_image_pixels
+
+    decode_mutated()
