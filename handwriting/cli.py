@@ -20,6 +20,7 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from handwriting.client import OcrClient, OcrError
+from handwriting.formats import WRITERS
 from services.common import geometry, healthcheck
 
 
@@ -64,6 +65,8 @@ def cmd_ocr(args: argparse.Namespace) -> int:
                 results[path] = json_format.MessageToDict(response)
             elif args.format == "text":
                 print(response.page.text)
+            elif args.format in WRITERS:
+                print(WRITERS[args.format](response.page, Path(path).name), end="")
             else:
                 if len(args.images) > 1:
                     print(f"== {path}")
@@ -165,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     ocr = sub.add_parser("ocr", help="OCR image files through the running stack")
     ocr.add_argument("images", nargs="+")
     ocr.add_argument("--address", default="localhost:50051")
-    ocr.add_argument("--format", choices=["layout", "text", "json"], default="layout")
+    ocr.add_argument(
+        "--format",
+        choices=["layout", "text", "json", *WRITERS],
+        default="layout",
+        help="layout (boxes and confidences), text, json, hocr (hOCR 1.2) or page (PAGE-XML 2019)",
+    )
     ocr.add_argument("--min-score", type=float, default=0.0, help="drop word boxes scored below this")
     ocr.add_argument("--timeout", type=float, default=60.0)
     ocr.add_argument("--api-key", default=None, help="sent as x-api-key (default: $HW_API_KEY)")

@@ -148,6 +148,23 @@ def test_cli_prints_json(stack, sample_page):
     assert page["lines"] and page["lines"][0]["words"][0]["boundingPoly"]["vertices"]
 
 
+def test_cli_writes_page_xml_that_the_schema_accepts(stack, sample_page):
+    import xmlschema
+
+    result = subprocess.run(
+        [sys.executable, "-m", "handwriting.cli", "ocr", "--format", "page", "--address", grpc_address(stack)]
+        + [str(sample_page)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    xmlschema.XMLSchema(str(REPO_ROOT / "handwriting" / "schemas" / "page-2019-07-15.xsd")).validate(result.stdout)
+    assert abs(result.stdout.count("<Word ") - len(TRUTH.split())) <= 0.05 * len(TRUTH.split())
+
+
 def test_rest_round_trip_through_envoy(stack, sample_page):
     body = {"image": {"content": base64.b64encode(sample_page.read_bytes()).decode()}}
     status, payload = rest(stack, "/v1/pages:process", body)
