@@ -124,19 +124,11 @@ def test_bad_inputs_are_invalid_argument_and_the_stack_keeps_serving(stack, samp
         assert client.process_page(sample_page).page.lines
 
 
-def test_cli_prints_json(stack, sample_page):
+def cli_ocr(stack, sample_page, output_format: str) -> str:
+    """`handwriting ocr --format <output_format>` on the sample page against the stack; its stdout."""
+    command = [sys.executable, "-m", "handwriting.cli", "ocr", "--format", output_format]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "handwriting.cli",
-            "ocr",
-            "--format",
-            "json",
-            "--address",
-            grpc_address(stack),
-            str(sample_page),
-        ],
+        [*command, "--address", grpc_address(stack), str(sample_page)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -144,25 +136,20 @@ def test_cli_prints_json(stack, sample_page):
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     assert result.returncode == 0, result.stderr
-    page = json.loads(result.stdout)["page"]
+    return result.stdout
+
+
+def test_cli_prints_json(stack, sample_page):
+    page = json.loads(cli_ocr(stack, sample_page, "json"))["page"]
     assert page["lines"] and page["lines"][0]["words"][0]["boundingPoly"]["vertices"]
 
 
 def test_cli_writes_page_xml_that_the_schema_accepts(stack, sample_page):
     import xmlschema
 
-    result = subprocess.run(
-        [sys.executable, "-m", "handwriting.cli", "ocr", "--format", "page", "--address", grpc_address(stack)]
-        + [str(sample_page)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )
-    assert result.returncode == 0, result.stderr
-    xmlschema.XMLSchema(str(REPO_ROOT / "handwriting" / "schemas" / "page-2019-07-15.xsd")).validate(result.stdout)
-    assert abs(result.stdout.count("<Word ") - len(TRUTH.split())) <= 0.05 * len(TRUTH.split())
+    xml = cli_ocr(stack, sample_page, "page")
+    xmlschema.XMLSchema(str(REPO_ROOT / "handwriting" / "schemas" / "page-2019-07-15.xsd")).validate(xml)
+    assert abs(xml.count("<Word ") - len(TRUTH.split())) <= 0.05 * len(TRUTH.split())
 
 
 def test_rest_round_trip_through_envoy(stack, sample_page):
