@@ -47,7 +47,7 @@ def format_layout(response) -> str:
 
 def cmd_ocr(args: argparse.Namespace) -> int:
     failures = 0
-    with OcrClient(args.address, timeout=args.timeout, api_key=args.api_key) as client:
+    with OcrClient(args.address, timeout=args.timeout, api_key=args.api_key, tls_ca=args.tls_ca) as client:
         if args.wait:
             with contextlib.suppress(TimeoutError):  # the calls below report what is wrong
                 healthcheck.wait_serving(args.address, args.wait)
@@ -95,6 +95,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from handwriting.stack import LocalStack, StackConfig
 
     api_keys = load_api_keys(Path(args.api_keys).read_text()) if args.api_keys else {}
+    tls_cert, tls_key = args.tls_cert, args.tls_key
+    if args.self_signed:
+        from handwriting.tls import make_self_signed
+
+        tls_cert, tls_key = map(str, make_self_signed(Path(args.self_signed)))
+        print(f"TLS with a self-signed certificate: clients trust {tls_cert} (--tls-ca, curl --cacert)", flush=True)
     if not api_keys and not args.no_envoy:
         print("no --api-keys: Envoy lets anyone who reaches it call (it listens on loopback only)", file=sys.stderr)
     stack = LocalStack(
@@ -112,6 +118,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             extra_env={"HW_REFLECTION": "true"} if args.reflection else {},
             api_keys=api_keys,
             requests_per_minute=args.rate,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
     )
     stopping = []
@@ -163,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         help="file of `client key` lines: Envoy then wants x-api-key (default: $HW_API_KEYS_FILE)",
     )
     serve.add_argument("--rate", type=int, default=60, help="requests a minute per API key (burst 10)")
+    serve.add_argument("--tls-cert", help="Envoy listens with TLS: certificate chain (PEM); with --tls-key")
+    serve.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    serve.add_argument(
+        "--self-signed",
+        metavar="DIR",
+        help="make (or reuse) a self-signed certificate for localhost in DIR and listen with TLS",
+    )
     serve.set_defaults(run=cmd_serve)
 
     ocr = sub.add_parser("ocr", help="OCR image files through the running stack")
@@ -177,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ocr.add_argument("--min-score", type=float, default=0.0, help="drop word boxes scored below this")
     ocr.add_argument("--timeout", type=float, default=60.0)
     ocr.add_argument("--api-key", default=None, help="sent as x-api-key (default: $HW_API_KEY)")
+    ocr.add_argument("--tls-ca", default=None, help="connect with TLS, trusting this certificate (default: $HW_TLS_CA)")
     ocr.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the stack to be SERVING")
     ocr.set_defaults(run=cmd_ocr)
 

@@ -6,7 +6,8 @@
         print(page.text)
 
 Retries on UNAVAILABLE use gRPC's own retry policy (service config), with exponential backoff.
-Through Envoy with API keys on, pass `api_key=` (or set HW_API_KEY): it goes in `x-api-key`.
+Through Envoy with API keys on, pass `api_key=` (or set HW_API_KEY): it goes in `x-api-key`; with TLS,
+`tls_ca=` the certificate file to trust (or HW_TLS_CA).
 """
 
 from __future__ import annotations
@@ -73,21 +74,25 @@ class OcrClient:
         backoff: float = 0.2,
         max_message_mb: int = 64,
         api_key: str | None = None,
+        tls_ca: str | Path | None = None,
     ):
         self.address = address
         self.timeout = timeout
         api_key = api_key if api_key is not None else os.environ.get("HW_API_KEY", "")
         self.metadata = (("x-api-key", api_key),) if api_key else ()
         size = max_message_mb * 1024 * 1024
-        self.channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.enable_retries", 1),
-                ("grpc.service_config", _service_config(retries, backoff)),
-                ("grpc.max_send_message_length", size),
-                ("grpc.max_receive_message_length", size),
-            ],
-        )
+        options = [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", _service_config(retries, backoff)),
+            ("grpc.max_send_message_length", size),
+            ("grpc.max_receive_message_length", size),
+        ]
+        tls_ca = tls_ca if tls_ca is not None else os.environ.get("HW_TLS_CA")
+        if tls_ca:  # TLS to Envoy, trusting the certificate authority (or self-signed certificate) in this file
+            credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
+            self.channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(address, options=options)
         self.stub = ocr_service_pb2_grpc.OcrServiceStub(self.channel)
 
     def process_page(

@@ -28,6 +28,8 @@ class StackConfig:
     api_keys: dict[str, str] = field(default_factory=dict)
     requests_per_minute: int = 60
     burst: int = 10
+    tls_cert: str | None = None  # Envoy listens with TLS given these PEM files
+    tls_key: str | None = None
     detector_weights: str | None = None
     recognizer_model_dir: str | None = None
     log_dir: Path | None = None
@@ -116,7 +118,7 @@ class LocalStack:
                     c.log_dir,
                     tracing=c.tracing,
                     collector=c.xray_daemon if c.tracing == "xray" else c.collector,
-                    edge=Edge(c.api_keys, c.requests_per_minute, c.burst),
+                    edge=Edge(c.api_keys, c.requests_per_minute, c.burst, c.tls_cert, c.tls_key),
                 )
         except BaseException:
             self.stop()

@@ -234,6 +234,40 @@ def test_unknown_path_is_404(stack):
     assert rest(stack, "/admin")[0] == 404
 
 
+def test_tls_round_trip_through_envoy_with_a_self_signed_certificate(stack, sample_page, tmp_path):
+    import ssl
+
+    from deploy.envoy.config import Edge, start_envoy
+    from handwriting.stack import free_port
+    from handwriting.tls import make_self_signed
+
+    cert, key = make_self_signed(tmp_path / "tls")
+    assert key.stat().st_mode & 0o777 == 0o600
+    port = free_port()
+    envoy, _ = start_envoy(
+        port, grpc_address(stack), tmp_path, edge=Edge({"tests": KEY}, tls_cert=str(cert), tls_key=str(key))
+    )
+    try:
+        with OcrClient(f"localhost:{port}", api_key=KEY, tls_ca=cert) as client:
+            assert client.process_page(sample_page).page.lines  # gRPC over TLS (h2 by ALPN)
+        body = json.dumps({"image": {"content": base64.b64encode(sample_page.read_bytes()).decode()}}).encode()
+        request = urllib.request.Request(
+            f"https://localhost:{port}/v1/pages:process",
+            data=body,
+            headers={"content-type": "application/json", "x-api-key": KEY},
+        )
+        context = ssl.create_default_context(cafile=str(cert))
+        with urllib.request.urlopen(request, timeout=60, context=context) as response:  # REST over TLS
+            assert response.status == 200 and json.loads(response.read())["page"]["lines"]
+        plain = OcrClient(f"localhost:{port}", api_key=KEY, retries=0, timeout=5)  # no TLS: refused
+        with plain, pytest.raises(OcrError) as caught:
+            plain.process_page(sample_page)
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    finally:
+        envoy.terminate()
+        envoy.wait(10)
+
+
 def test_stopped_orchestrator_gives_503(stack, sample_page):
     """Last on purpose: it stops the orchestrator."""
     orchestrator = stack.processes["orchestrator"]

@@ -53,6 +53,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     SocketAddress,
     SocketAddressProtocol,
     SubstitutionFormatString,
+    TransportSocket,
 )
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
@@ -98,6 +99,11 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
 from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
     DownstreamConnectionsConfig,
 )
+from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
+    CommonTlsContext,
+    DownstreamTlsContext,
+    TlsCertificate,
+)
 from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
     HttpProtocolOptions,
     HttpProtocolOptionsExplicitHttpConfig,
@@ -124,6 +130,9 @@ class Edge:
     api_keys: dict[str, str] = field(default_factory=dict)
     requests_per_minute: int = 60
     burst: int = 10
+    # TLS on the listener: PEM files of the certificate (chain) and its key; None: plaintext
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 def load_api_keys(text: str) -> dict[str, str]:
@@ -331,13 +340,27 @@ def _connection_manager(
     )
 
 
-def _listener(host: str, port: int, manager: HttpConnectionManager) -> Listener:
+def _listener(host: str, port: int, manager: HttpConnectionManager, edge: Edge) -> Listener:
     network_filter = Filter(name="envoy.filters.network.http_connection_manager", typed_config=Any.pack(manager))
+    tls = None
+    if edge.tls_cert and edge.tls_key:
+        context = DownstreamTlsContext(
+            common_tls_context=CommonTlsContext(
+                tls_certificates=[
+                    TlsCertificate(
+                        certificate_chain=DataSource(filename=edge.tls_cert),
+                        private_key=DataSource(filename=edge.tls_key),
+                    )
+                ],
+                alpn_protocols=["h2", "http/1.1"],  # gRPC needs h2; curl and browsers may speak 1.1
+            )
+        )
+        tls = TransportSocket(name="envoy.transport_sockets.tls", typed_config=Any.pack(context))
     return Listener(
         name="public",
         address=_address(host, port),
         per_connection_buffer_limit_bytes=MAX_REQUEST_BYTES,
-        filter_chains=[FilterChain(filters=[network_filter])],
+        filter_chains=[FilterChain(filters=[network_filter], transport_socket=tls)],
     )
 
 
@@ -371,7 +394,7 @@ def bootstrap(
     return Bootstrap(
         admin=Admin(address=admin_address),
         static_resources=BootstrapStaticResources(
-            listeners=[_listener(listen_host, listen_port, manager)],
+            listeners=[_listener(listen_host, listen_port, manager, edge)],
             clusters=[orchestrator, *tracing_clusters],
         ),
         overload_manager=OverloadManager(
