@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from services.common import crops, geometry
-from services.common.model_runner import ModelRunner, QueueFull
+from services.common.model_runner import BatchingRunner, DeadlineExpired, ModelRunner, QueueFull
 from services.orchestrator.pipeline import PipelineOptions, assign_words, is_straight
 
 
@@ -137,4 +137,59 @@ async def test_model_runner_refuses_beyond_its_queue_and_runs_one_at_a_time():
     assert await asyncio.gather(first, second) == [2, 4]
     assert most[0] == 1 and runner.pending == 0
     assert await runner.run(work, 5) == 10  # room again
+    runner.close()
+
+
+class GatedModel:
+    """A model call that records what it was given and waits for `release` (set it to let calls run)."""
+
+    def __init__(self):
+        self.calls: list[list] = []
+        self.release = threading.Event()
+        self.running = threading.Event()
+
+    def __call__(self, items: list) -> list:
+        self.calls.append(list(items))
+        self.running.set()
+        self.release.wait(10)
+        if "boom" in items:
+            raise RuntimeError("model failed")
+        return [item * 10 for item in items]
+
+
+async def test_batching_runner_joins_waiting_requests_into_one_call_and_splits_the_results():
+    model = GatedModel()
+    runner = BatchingRunner(model, max_items=5, max_wait=0.0)
+    first = asyncio.ensure_future(runner.run([1, 2]))
+    await asyncio.get_running_loop().run_in_executor(None, model.running.wait, 10)  # the model is busy with [1, 2]
+    waiting = [asyncio.ensure_future(runner.run(items)) for items in ([3], [4, 5], [6, 7, 8])]
+    await asyncio.sleep(0)
+    model.release.set()
+    assert await first == [10, 20]
+    assert await asyncio.gather(*waiting) == [[30], [40, 50], [60, 70, 80]]
+    # while the model was busy the queue filled: [3] and [4, 5] fit in 5 items, [6, 7, 8] did not
+    assert model.calls == [[1, 2], [3, 4, 5], [6, 7, 8]]
+    assert await runner.run(list(range(9))) == [i * 10 for i in range(9)]  # larger than max_items: alone
+    runner.close()
+
+
+async def test_batching_runner_honours_deadlines_queue_limit_and_failures():
+    model = GatedModel()
+    runner = BatchingRunner(model, max_items=10, max_wait=0.0, max_queue=2)
+    loop = asyncio.get_running_loop()
+    busy = asyncio.ensure_future(runner.run([1]))
+    await loop.run_in_executor(None, model.running.wait, 10)
+    expired = asyncio.ensure_future(runner.run([2], deadline=loop.time() - 1))  # already past when its turn comes
+    failing = asyncio.ensure_future(runner.run(["boom"]))
+    await asyncio.sleep(0)
+    with pytest.raises(QueueFull):
+        await runner.run([3])
+    model.release.set()
+    assert await busy == [10]
+    with pytest.raises(DeadlineExpired):
+        await expired
+    with pytest.raises(RuntimeError, match="model failed"):
+        await failing
+    assert [2] not in model.calls and ["boom"] in model.calls  # the expired request never ran
+    assert await runner.run([4]) == [40]  # the runner goes on after a failure
     runner.close()

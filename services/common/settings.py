@@ -112,6 +112,9 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     ctc_weight: float = -1.0  # the CTC head's weight beside the decoder; -1: the model's own (0 for models without)
     max_new_tokens: int = 0  # 0: what the model was built for (32 for word models, 128 for line models)
     model_batch_size: int = 32
+    # requests waiting for the model are read in one call of up to this many crops, waiting this long for more
+    batch_max_crops: int = 128
+    batch_wait_ms: float = 5.0
     # onnx: the encoder on ONNX Runtime (exported at start), the decoder in torch; torch: all in torch
     backend: str = "onnx"
     max_crops_per_request: int = 512

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import torch
 from PIL import Image
@@ -9,7 +11,7 @@ from PIL import Image
 from handwriting.v1 import recognizer_service_pb2 as pb
 from handwriting.v1 import recognizer_service_pb2_grpc as pb_grpc
 from services.common.images import ImageError, image_from_proto
-from services.common.model_runner import ModelRunner
+from services.common.model_runner import BatchingRunner
 from services.common.server import RunningServer, run, start_model_service
 from services.common.servicer import ModelNotReady, rpc_errors
 from services.common.settings import RecognizerSettings
@@ -24,7 +26,12 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
     def __init__(self, settings: RecognizerSettings):
         self.settings = settings
         self.recognizer: Recognizer | None = None
-        self.runner = ModelRunner()
+        # crops of concurrent requests (several pages' batches) read in one model call
+        self.runner = BatchingRunner(
+            lambda crops: self.recognizer.predict(crops),
+            max_items=settings.batch_max_crops,
+            max_wait=settings.batch_wait_ms / 1000,
+        )
 
     async def Recognize(self, request: pb.RecognizeRequest, context: grpc.aio.ServicerContext) -> pb.RecognizeResponse:
         async with rpc_errors(context):
@@ -37,8 +44,10 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
                     "crops",
                 )
             crops = [image_from_proto(crop, self.settings, f"crops[{i}]") for i, crop in enumerate(request.crops)]
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
             with span("recognize_batch", batch_size=len(crops)):
-                results = await self.runner.run(self.recognizer.predict, crops)
+                results = await self.runner.run(crops, deadline)
             return pb.RecognizeResponse(
                 recognitions=[
                     pb.Recognition(text=r.text, confidence=r.confidence, char_positions=r.char_positions)
