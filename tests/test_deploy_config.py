@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,10 +71,10 @@ def test_dockerfiles_lint_clean_and_run_as_non_root_with_a_health_check(name):
     user = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
     assert user and user[-1] not in ("root", "0")
     assert "HEALTHCHECK" in text
-    if name != "envoy":  # multi-stage: build tools stay in the build stage
-        assert text.count("\nFROM ") >= 1 and " AS build" in text
-        runtime = text.split("\nFROM ")[-1]
-        assert "pip install" not in runtime and "-venv" not in runtime
+    # multi-stage: build tools stay in the build stage
+    assert text.count("\nFROM ") >= 1 and " AS build" in text
+    runtime = text.split("\nFROM ")[-1]
+    assert "pip install" not in runtime and "-venv" not in runtime
 
 
 def test_model_images_use_a_cuda_base_and_the_orchestrator_a_slim_one():
@@ -114,3 +115,49 @@ def test_envoy_validation_rejects_a_broken_config(tmp_path):
     path.write_text(envoy_config.render(config))
     with pytest.raises(subprocess.CalledProcessError):
         envoy_config.validate(path)
+
+
+def test_the_envoy_container_entrypoint_puts_the_aws_secrets_keys_in_front(tmp_path):
+    """`python -m deploy.envoy.config --serve ecs` as the ECS task runs it, with HW_API_KEYS holding the
+    secret's JSON: health open, 401 without a key, past the key check (503: no orchestrator here) with one."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    from handwriting.stack import free_port
+
+    port = free_port()
+    secret = json.dumps({"keys": [{"client": "mobile", "key": "m" * 24}], "bootstrap": "b" * 40})
+    env = {**os.environ, "HW_API_KEYS": secret, "HW_ENVOY_CONFIG": str(tmp_path / "envoy.yaml")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    command = [sys.executable, "-m", "deploy.envoy.config", "--serve", "ecs", "--port", str(port)]
+    admin = tmp_path / "admin.sock"
+    env["HW_ENVOY_DESCRIPTOR"] = str(envoy_config.DESCRIPTOR)  # the image has it at /etc/envoy/handwriting.pb
+    process = subprocess.Popen([*command, "--admin-socket", str(admin)], env=env, cwd=REPO_ROOT)
+    try:
+
+        def status(path: str, key: str | None = None) -> int:
+            headers = {"content-type": "application/json", **({"x-api-key": key} if key else {})}
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"{}", headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    return response.status
+            except urllib.error.HTTPError as error:
+                return error.code
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                assert process.poll() is None, "envoy exited"
+                time.sleep(0.1)
+        assert status("/v1/pages:process") == 401
+        assert status("/v1/pages:process", "x" * 24) == 401
+        assert status("/v1/pages:process", "m" * 24) == 503  # authenticated; no orchestrator in this test
+        assert status("/v1/pages:process", "b" * 40) == 503
+        assert (tmp_path / "envoy.yaml").stat().st_mode & 0o777 == 0o600
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -136,7 +138,14 @@ class Edge:
 
 
 def load_api_keys(text: str) -> dict[str, str]:
-    """API keys from a keys file (`client key` per line, # comments) or from HW_API_KEYS (`client:key,...`)."""
+    """API keys from a keys file (`client key` per line, # comments), from HW_API_KEYS (`client:key,...`), or
+    the AWS secret's JSON (`{"keys": [{"client": ..., "key": ...} or "key", ...], "bootstrap": "key"}`)."""
+    if text.lstrip().startswith("{"):
+        secret = json.loads(text)
+        entries = [f"bootstrap {secret['bootstrap']}"] if secret.get("bootstrap") else []
+        for number, entry in enumerate(secret.get("keys", []), 1):
+            entries.append(f"{entry['client']} {entry['key']}" if isinstance(entry, dict) else f"key-{number} {entry}")
+        text = "\n".join(entries)
     keys = {}
     for item in text.replace(",", "\n").splitlines():
         item = item.split("#", 1)[0].strip()
@@ -513,34 +522,64 @@ def start_envoy(
     raise TimeoutError(f"envoy not ready after {timeout} s; see {workdir / 'envoy.log'}")
 
 
-def committed_configs() -> dict[Path, str]:
-    """The configs baked into the Envoy image (descriptor at /etc/envoy/handwriting.pb).
+CONTAINER_DESCRIPTOR = "/etc/envoy/handwriting.pb"
+CONTAINER_ADMIN = "/tmp/envoy-admin.sock"  # inside the Envoy container only: no other container can open it
 
-    compose: upstream `orchestrator:50051`, W3C traces to the OTel collector.
-    ECS: orchestrator in the same task (localhost), X-Ray segments to the ADOT sidecar on UDP 2000.
-    """
-    descriptor = "/etc/envoy/handwriting.pb"
-    admin = "/tmp/envoy-admin.sock"  # inside the Envoy container only: no other container can open it
-    return {
-        COMPOSE_CONFIG: render(
-            bootstrap(descriptor=descriptor, tracing="w3c", collector="otel-collector:4317", admin_socket=admin)
-        ),
-        ECS_CONFIG: render(
-            bootstrap(
-                descriptor=descriptor,
-                upstream="127.0.0.1:50051",
-                tracing="xray",
-                collector="127.0.0.1:2000",
-                admin_socket=admin,
-            )
-        ),
-    }
+
+def container_bootstrap(
+    target: str,
+    edge: Edge | None = None,
+    port: int = 8080,
+    admin_socket: str = CONTAINER_ADMIN,
+    descriptor: str = CONTAINER_DESCRIPTOR,
+) -> Bootstrap:
+    """The Envoy container's config. compose: upstream `orchestrator:50051`, W3C traces to the OTel collector.
+    ECS: orchestrator in the same task (localhost), X-Ray segments to the ADOT sidecar on UDP 2000."""
+    common = {"listen_port": port, "descriptor": descriptor, "edge": edge, "admin_socket": admin_socket}
+    if target == "compose":
+        return bootstrap(tracing="w3c", collector="otel-collector:4317", **common)
+    if target == "ecs":
+        return bootstrap(upstream="127.0.0.1:50051", tracing="xray", collector="127.0.0.1:2000", **common)
+    raise ValueError(f"target must be compose or ecs, not {target!r}")
+
+
+def committed_configs() -> dict[Path, str]:
+    """The configs without keys, committed for reading and checked for staleness (what `serve` renders, keys
+    aside)."""
+    return {COMPOSE_CONFIG: render(container_bootstrap("compose")), ECS_CONFIG: render(container_bootstrap("ecs"))}
+
+
+def serve(target: str, port: int, admin_socket: str, environ=os.environ) -> None:
+    """The Envoy container's entrypoint: the config with the API keys of HW_API_KEYS (the AWS secret's JSON,
+    or `client:key,...`) or HW_API_KEYS_FILE, written 0600, then Envoy in this process's place."""
+    keys_text = environ.get("HW_API_KEYS") or ""
+    if not keys_text and environ.get("HW_API_KEYS_FILE"):
+        keys_text = Path(environ["HW_API_KEYS_FILE"]).read_text()
+    edge = Edge(
+        load_api_keys(keys_text),
+        requests_per_minute=int(environ.get("HW_RATE_PER_MINUTE", "60")),
+        tls_cert=environ.get("HW_TLS_CERT") or None,
+        tls_key=environ.get("HW_TLS_KEY") or None,
+    )
+    if not edge.api_keys:
+        print("envoy: no API keys (HW_API_KEYS): anyone who reaches the port can call", file=sys.stderr)
+    config = Path(environ.get("HW_ENVOY_CONFIG", "/tmp/envoy.yaml"))
+    config.touch(mode=0o600)
+    descriptor = environ.get("HW_ENVOY_DESCRIPTOR", CONTAINER_DESCRIPTOR)
+    config.write_text(render(container_bootstrap(target, edge, port, admin_socket, descriptor)))
+    binary = envoy_binary()
+    os.execvp(binary, [binary, "-c", str(config), "--log-level", "warning", "--disable-hot-restart"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="fail if the committed configs differ from generated")
+    parser.add_argument("--serve", choices=["compose", "ecs"], help="the container's entrypoint: render, run Envoy")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--admin-socket", default=CONTAINER_ADMIN)
     args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.port, args.admin_socket)
     stale = []
     for path, text in committed_configs().items():
         if args.check:
