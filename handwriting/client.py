@@ -28,22 +28,32 @@ OCR_SERVICE = "handwriting.v1.OcrService"
 class OcrError(Exception):
     """A failed call: the gRPC code, the message and the field violations the server named."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, violations: list[tuple[str, str]], reason: str = ""):
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        violations: list[tuple[str, str]],
+        reason: str = "",
+        retry_after: float | None = None,
+    ):
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
         self.violations = violations
         self.reason = reason
+        self.retry_after = retry_after  # seconds, when the server said when to try again (RetryInfo)
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> OcrError:
-        violations, reason = [], ""
+        violations, reason, retry_after = [], "", None
         for detail in errors.details_of(error):
             if isinstance(detail, error_details_pb2.BadRequest):
                 violations += [(v.field, v.description) for v in detail.field_violations]
+            elif isinstance(detail, error_details_pb2.RetryInfo):
+                retry_after = detail.retry_delay.ToMilliseconds() / 1000
             else:
                 reason = detail.reason
-        return cls(error.code(), error.details() or "", violations, reason)
+        return cls(error.code(), error.details() or "", violations, reason, retry_after)
 
 
 def _service_config(retries: int, backoff: float) -> str:

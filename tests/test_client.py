@@ -30,6 +30,8 @@ class FlakyOcr(ocr_service_pb2_grpc.OcrServiceServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
         if request.image.content == b"bad":
             context.abort_with_status(errors.bad_request("image.content", "not an image", "UNSUPPORTED_IMAGE"))
+        if request.image.content == b"busy":
+            context.abort_with_status(errors.overloaded("the service is busy", 1.5))
         time.sleep(self.delay)
         return ocr_service_pb2.ProcessPageResponse(
             page=page_pb2.Page(width=1, height=1, text="hi", lines=[page_pb2.Line(text="hi")])
@@ -78,6 +80,13 @@ def test_deadline_and_rich_errors(serve):
             client.process_page(b"bad", timeout=5)
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.violations == [("image.content", "not an image")] and caught.value.reason == "UNSUPPORTED_IMAGE"
+
+
+def test_overload_tells_when_to_retry(serve):
+    with OcrClient(serve(FlakyOcr(failures=0))) as client, pytest.raises(OcrError) as caught:
+        client.process_page(b"busy")
+    assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert caught.value.reason == "OVERLOADED" and caught.value.retry_after == 1.5
 
 
 def test_cli_text_output_and_failure_exit_code(serve, tmp_path, capsys):

@@ -267,7 +267,9 @@ def _edge_filters(edge: Edge) -> list[HttpFilter]:
         forwarding=Forwarding(header=CLIENT_HEADER, hide_credentials=True),
     )
     seconds_per_token = 60.0 / max(1, edge.requests_per_minute)
-    bucket = TokenBucket(max_tokens=edge.burst, tokens_per_fill=1, fill_interval=_seconds(seconds_per_token))
+    fill_interval = max(0.05, seconds_per_token)  # Envoy's timer runs at most every 50 ms
+    tokens_per_fill = max(1, round(fill_interval / seconds_per_token))
+    bucket = TokenBucket(max_tokens=edge.burst, tokens_per_fill=tokens_per_fill, fill_interval=_seconds(fill_interval))
     retry_after = HeaderValueOption(header=HeaderValue(key="retry-after", value=str(max(1, round(seconds_per_token)))))
     limit = LocalRateLimit(
         stat_prefix="per_client",
