@@ -7,8 +7,9 @@ table, writes it with a plot; asserts nothing.
 
 Each level runs `--seconds` after a warm-up call; a request counts when its answer arrives. Pages/min is
 answered-OK pages over the level's wall time; latency percentiles are over the OK answers; refusals are
-counted by gRPC code (RESOURCE_EXHAUSTED is the admission limit, HW_MAX_PAGES_IN_FLIGHT). The RSS of each
-service is read from /proc after the run.
+counted by gRPC code (RESOURCE_EXHAUSTED is the admission limit, HW_MAX_PAGES_IN_FLIGHT); a refused client
+waits the RetryInfo delay before it sends again, as a well-behaved client does. The RSS of each service is
+read from /proc after the run.
 """
 
 from __future__ import annotations
@@ -48,16 +49,20 @@ def closed_loop(address: str, image: bytes, clients: int, seconds: float, api_ke
         with OcrClient(address, timeout=120, retries=0, api_key=api_key) as client:
             while time.monotonic() < stop_at:
                 started = time.perf_counter()
+                wait = 0.0
                 try:
                     client.process_page(image)
                     code = "OK"
                 except OcrError as error:
                     code = error.code.name
+                    wait = error.retry_after or 0.0  # a well-behaved client waits as long as it is told
                 elapsed = time.perf_counter() - started
                 with lock:
                     codes[code] += 1
                     if code == "OK":
                         latencies.append(elapsed)
+                if wait:
+                    time.sleep(min(wait, max(0.0, stop_at - time.monotonic())))
 
     started = time.monotonic()
     threads = [threading.Thread(target=client_loop) for _ in range(clients)]
