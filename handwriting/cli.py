@@ -54,26 +54,44 @@ def cmd_ocr(args: argparse.Namespace) -> int:
         results = {}
         for path in args.images:
             try:
-                response = client.process_page(Path(path), min_detection_score=args.min_score)
+                if Path(path).suffix.lower() in DOCUMENT_SUFFIXES:
+                    responses = _read_document(client, Path(path), args)
+                else:
+                    responses = [client.process_page(Path(path), min_detection_score=args.min_score)]
             except (OcrError, OSError) as error:
                 failures += 1
                 print(f"{path}: {error}", file=sys.stderr)
                 for field, description in getattr(error, "violations", []):
                     print(f"  {field}: {description}", file=sys.stderr)
                 continue
-            if args.format == "json":
-                results[path] = json_format.MessageToDict(response)
-            elif args.format == "text":
-                print(response.page.text)
-            elif args.format in WRITERS:
-                print(WRITERS[args.format](response.page, Path(path).name), end="")
-            else:
-                if len(args.images) > 1:
-                    print(f"== {path}")
-                print(format_layout(response))
+            for number, response in enumerate(responses, 1):
+                name = path if len(responses) == 1 else f"{path}#{number}"
+                if args.format == "json":
+                    results[name] = json_format.MessageToDict(response)
+                elif args.format == "text":
+                    print(response.page.text)
+                elif args.format in WRITERS:
+                    print(WRITERS[args.format](response.page, Path(path).name), end="")
+                else:
+                    if len(args.images) > 1 or len(responses) > 1:
+                        print(f"== {name}")
+                    print(format_layout(response))
         if args.format == "json":
             print(json.dumps(results if len(args.images) > 1 else next(iter(results.values()), {}), indent=1))
     return 1 if failures else 0
+
+
+DOCUMENT_SUFFIXES = (".pdf", ".tif", ".tiff")
+
+
+def _read_document(client: OcrClient, path: Path, args: argparse.Namespace) -> list:
+    """Every page of a PDF or TIFF through ProcessDocument, with a progress line on stderr."""
+    responses = []
+    for response in client.process_document(path, min_detection_score=args.min_score, dpi=args.dpi):
+        responses.append(response)
+        print(f"\r{path.name}: page {response.page_number}/{response.page_count}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return responses
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -191,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ocr.add_argument("--min-score", type=float, default=0.0, help="drop word boxes scored below this")
     ocr.add_argument("--timeout", type=float, default=60.0)
+    ocr.add_argument("--dpi", type=int, default=0, help="PDF pages are rendered at this resolution (0: 200)")
     ocr.add_argument("--api-key", default=None, help="sent as x-api-key (default: $HW_API_KEY)")
     ocr.add_argument("--tls-ca", default=None, help="connect with TLS, trusting this certificate (default: $HW_TLS_CA)")
     ocr.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the stack to be SERVING")

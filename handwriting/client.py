@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -115,6 +116,21 @@ class OcrClient:
         )
         try:
             return self.stub.ProcessPage(request, timeout=timeout or self.timeout, metadata=self.metadata)
+        except grpc.RpcError as error:
+            raise OcrError.from_rpc_error(error) from error
+
+    def process_document(
+        self, document: bytes | str | Path, min_detection_score: float = 0.0, dpi: int = 0, timeout: float | None = None
+    ) -> Iterator[ocr_service_pb2.ProcessDocumentResponse]:
+        """OCR every page of a PDF, a multi-page TIFF or an image; yields each page's result as it is read.
+        `timeout` bounds the whole document (default: the client's timeout per page, 100 pages at most).
+        Raises OcrError."""
+        content = document if isinstance(document, bytes) else Path(document).read_bytes()
+        request = ocr_service_pb2.ProcessDocumentRequest(
+            content=content, min_detection_score=min_detection_score, dpi=dpi
+        )
+        try:
+            yield from self.stub.ProcessDocument(request, timeout=timeout or 100 * self.timeout, metadata=self.metadata)
         except grpc.RpcError as error:
             raise OcrError.from_rpc_error(error) from error
 

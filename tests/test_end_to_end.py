@@ -124,9 +124,9 @@ def test_bad_inputs_are_invalid_argument_and_the_stack_keeps_serving(stack, samp
         assert client.process_page(sample_page).page.lines
 
 
-def cli_ocr(stack, sample_page, output_format: str) -> str:
-    """`handwriting ocr --format <output_format>` on the sample page against the stack; its stdout."""
-    command = [sys.executable, "-m", "handwriting.cli", "ocr", "--format", output_format]
+def cli_ocr(stack, sample_page, output_format: str, *options: str) -> str:
+    """`handwriting ocr --format <output_format> [options]` on the sample page against the stack; its stdout."""
+    command = [sys.executable, "-m", "handwriting.cli", "ocr", "--format", output_format, *options]
     result = subprocess.run(
         [*command, "--address", grpc_address(stack), str(sample_page)],
         capture_output=True,
@@ -158,6 +158,26 @@ def test_rest_round_trip_through_envoy(stack, sample_page):
     assert status == 200
     assert payload["page"]["width"] == 1000 and payload["page"]["lines"]
     assert payload["page"]["lines"][0]["words"][0]["text"] == payload["page"]["text"].split()[0]
+
+
+def test_a_pdf_is_read_page_by_page_over_grpc_rest_and_the_cli(stack, sample_page, tmp_path):
+    import io
+
+    page = Image.open(sample_page).convert("RGB")
+    buffer = io.BytesIO()
+    page.save(buffer, "PDF", save_all=True, append_images=[page.crop((0, 0, 1000, 300))], resolution=100)
+    pdf = buffer.getvalue()
+    with OcrClient(grpc_address(stack)) as client:
+        pages = list(client.process_document(pdf, dpi=100))
+    assert [(p.page_number, p.page_count) for p in pages] == [(1, 2), (2, 2)]
+    assert error_rates([TRUTH], [pages[0].page.text])[0] < 0.10
+    assert pages[1].page.text.split()[:3] == pages[0].page.text.split()[:3]  # the top of the same page
+    status, body = rest(stack, "/v1/documents:process", {"content": base64.b64encode(pdf).decode(), "dpi": 100})
+    assert status == 200 and [p["pageNumber"] for p in body] == [1, 2]  # a JSON array, one element a page
+    assert body[0]["page"]["text"] == pages[0].page.text
+    document = tmp_path / "two-pages.pdf"
+    document.write_bytes(pdf)
+    assert cli_ocr(stack, document, "text", "--dpi", "100") == pages[0].page.text + "\n" + pages[1].page.text + "\n"
 
 
 def test_grpc_through_envoy(stack, sample_page):

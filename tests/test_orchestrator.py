@@ -289,3 +289,62 @@ async def test_a_malformed_protobuf_body_is_invalid_argument(stage):
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert details_of(caught.value)[1].reason == "MALFORMED_REQUEST"
     assert (await stub.ProcessPage(page_request(), timeout=10)).page.text.startswith("one")
+
+
+def document(kind: str, pages: int = 3) -> bytes:
+    """The test page `pages` times as one PDF or multi-page TIFF."""
+    import io
+
+    images = [word_page([(box, level) for box, level, _ in WORDS], size=PAGE_SIZE) for _ in range(pages)]
+    buffer = io.BytesIO()
+    options = {"resolution": 72} if kind == "PDF" else {}  # 72 dpi: a PDF point per pixel
+    images[0].save(buffer, kind, save_all=True, append_images=images[1:], **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["PDF", "TIFF"])
+async def test_a_document_streams_every_page_in_order(stage, kind):
+    _, _, start = stage
+    stub, _ = await start()
+    request = ocr_service_pb2.ProcessDocumentRequest(content=document(kind), dpi=72)
+    responses = [response async for response in stub.ProcessDocument(request, timeout=20)]
+    assert [(r.page_number, r.page_count) for r in responses] == [(1, 3), (2, 3), (3, 3)]
+    for response in responses:
+        assert (response.page.width, response.page.height) == PAGE_SIZE  # 72 dpi: the page's own pixels
+        assert [len(line.words) for line in response.page.lines] == [3, 3]
+        if kind == "TIFF":  # lossless (Pillow writes PDF pages as JPEG, which moves the fake's gray levels)
+            assert response.page.text == "one two three\nfour and five"
+
+
+async def test_one_image_is_a_one_page_document(stage):
+    _, _, start = stage
+    stub, _ = await start()
+    request = ocr_service_pb2.ProcessDocumentRequest(content=page_request().image.content)
+    responses = [response async for response in stub.ProcessDocument(request, timeout=20)]
+    assert len(responses) == 1 and responses[0].page.text.startswith("one")
+
+
+async def test_bad_documents_are_invalid_argument_with_a_reason(stage):
+    import io
+
+    import pypdf
+
+    _, _, start = stage
+    stub, _ = await start(max_document_pages=2)
+    writer = pypdf.PdfWriter(clone_from=io.BytesIO(document("PDF", 1)))
+    writer.encrypt("secret", algorithm="AES-128")
+    encrypted = io.BytesIO()
+    writer.write(encrypted)
+    cases = {
+        "CORRUPT_DOCUMENT": b"%PDF-1.7\nnot really a pdf",
+        "ENCRYPTED_DOCUMENT": encrypted.getvalue(),
+        "TOO_MANY_PAGES": document("PDF", 3),
+        "EMPTY_DOCUMENT": b"",
+        "UNSUPPORTED_IMAGE": b"plain text",
+    }
+    for reason, content in cases.items():
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in stub.ProcessDocument(ocr_service_pb2.ProcessDocumentRequest(content=content), timeout=20):
+                pass
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, reason
+        assert details_of(caught.value)[1].reason == reason

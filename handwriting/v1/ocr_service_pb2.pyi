@@ -8,6 +8,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ProcessDocumentRequest(_message.Message):
+    __slots__ = ("content", "min_detection_score", "dpi")
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    MIN_DETECTION_SCORE_FIELD_NUMBER: _ClassVar[int]
+    DPI_FIELD_NUMBER: _ClassVar[int]
+    content: bytes
+    min_detection_score: float
+    dpi: int
+    def __init__(self, content: _Optional[bytes] = ..., min_detection_score: _Optional[float] = ..., dpi: _Optional[int] = ...) -> None: ...
+
+class ProcessDocumentResponse(_message.Message):
+    __slots__ = ("page_number", "page_count", "page", "timings")
+    PAGE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    page_number: int
+    page_count: int
+    page: _page_pb2.Page
+    timings: Timings
+    def __init__(self, page_number: _Optional[int] = ..., page_count: _Optional[int] = ..., page: _Optional[_Union[_page_pb2.Page, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+
 class ProcessPageRequest(_message.Message):
     __slots__ = ("image", "min_detection_score")
     IMAGE_FIELD_NUMBER: _ClassVar[int]

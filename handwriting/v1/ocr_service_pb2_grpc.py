@@ -40,6 +40,11 @@ class OcrServiceStub:
                 request_serializer=handwriting_dot_v1_dot_ocr__service__pb2.ProcessPageRequest.SerializeToString,
                 response_deserializer=handwriting_dot_v1_dot_ocr__service__pb2.ProcessPageResponse.FromString,
                 _registered_method=True)
+        self.ProcessDocument = channel.unary_stream(
+                '/handwriting.v1.OcrService/ProcessDocument',
+                request_serializer=handwriting_dot_v1_dot_ocr__service__pb2.ProcessDocumentRequest.SerializeToString,
+                response_deserializer=handwriting_dot_v1_dot_ocr__service__pb2.ProcessDocumentResponse.FromString,
+                _registered_method=True)
 
 
 class OcrServiceServicer:
@@ -53,6 +58,14 @@ class OcrServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProcessDocument(self, request, context):
+        """ProcessDocument reads every page of a PDF, a multi-page TIFF or a single image, and streams each
+        page's result as soon as it is read, in page order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OcrServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +73,11 @@ def add_OcrServiceServicer_to_server(servicer, server):
                     servicer.ProcessPage,
                     request_deserializer=handwriting_dot_v1_dot_ocr__service__pb2.ProcessPageRequest.FromString,
                     response_serializer=handwriting_dot_v1_dot_ocr__service__pb2.ProcessPageResponse.SerializeToString,
+            ),
+            'ProcessDocument': grpc.unary_stream_rpc_method_handler(
+                    servicer.ProcessDocument,
+                    request_deserializer=handwriting_dot_v1_dot_ocr__service__pb2.ProcessDocumentRequest.FromString,
+                    response_serializer=handwriting_dot_v1_dot_ocr__service__pb2.ProcessDocumentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +108,33 @@ class OcrService:
             '/handwriting.v1.OcrService/ProcessPage',
             handwriting_dot_v1_dot_ocr__service__pb2.ProcessPageRequest.SerializeToString,
             handwriting_dot_v1_dot_ocr__service__pb2.ProcessPageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProcessDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/handwriting.v1.OcrService/ProcessDocument',
+            handwriting_dot_v1_dot_ocr__service__pb2.ProcessDocumentRequest.SerializeToString,
+            handwriting_dot_v1_dot_ocr__service__pb2.ProcessDocumentResponse.FromString,
             options,
             channel_credentials,
             insecure,

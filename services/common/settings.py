@@ -85,6 +85,9 @@ class ImageLimits:
     max_image_side: int = 20_000
     # what the decoded image may take (its own pixels and the 8-bit RGB copy), estimated from the header
     max_decoded_mb: int = 160
+    # documents (ProcessDocument): the whole file, and its pages
+    max_document_bytes: int = 32 * 1024 * 1024
+    max_document_pages: int = 100
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from handwriting.v1 import ocr_service_pb2 as pb
 from handwriting.v1 import ocr_service_pb2_grpc as pb_grpc
 from handwriting.v1 import recognizer_service_pb2_grpc as recognizer_grpc
 from services.common import errors
+from services.common.documents import open_document
 from services.common.images import ImageError, image_from_proto
 from services.common.server import RunningServer, channel_options, create_server, run
 from services.common.servicer import rpc_errors
@@ -35,59 +36,86 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
         self.decodes = asyncio.Semaphore(settings.max_concurrent_decodes)
 
     async def ProcessPage(self, request: pb.ProcessPageRequest, context: grpc.aio.ServicerContext):
-        # admission first, before any work: a page that cannot start now is refused in microseconds
+        await self._admit(context)
+        try:
+            started = time.perf_counter()
+            deadline = self._deadline(context)
+            async with rpc_errors(context):
+                _check_score(request.min_detection_score)
+                with span("decode"):
+                    async with self.decodes:  # in a thread: health checks and other calls go on meanwhile
+                        image = await asyncio.to_thread(image_from_proto, request.image, self.settings, allow_raw=False)
+                decode_ms = 1000 * (time.perf_counter() - started)
+                page, timings = await self._read(image, deadline, request.min_detection_score, context, started)
+                timings.decode_ms = decode_ms
+                return pb.ProcessPageResponse(page=page, timings=timings)
+        finally:
+            self.in_flight -= 1
+
+    async def ProcessDocument(self, request: pb.ProcessDocumentRequest, context: grpc.aio.ServicerContext):
+        """Each page of the document in turn, streamed as soon as it is read; the document holds one of the
+        pages-in-flight places from its first page to its last."""
+        await self._admit(context)
+        try:
+            deadline = self._deadline(context)
+            async with rpc_errors(context):
+                _check_score(request.min_detection_score)
+                async with self.decodes:
+                    count, pages = await asyncio.to_thread(open_document, request.content, self.settings, request.dpi)
+                for number in range(1, count + 1):
+                    started = time.perf_counter()
+                    with span("decode", page=number):
+                        async with self.decodes:
+                            image = await asyncio.to_thread(next, pages)
+                    decode_ms = 1000 * (time.perf_counter() - started)
+                    page, timings = await self._read(image, deadline, request.min_detection_score, context, started)
+                    timings.decode_ms = decode_ms
+                    yield pb.ProcessDocumentResponse(page_number=number, page_count=count, page=page, timings=timings)
+        finally:
+            self.in_flight -= 1
+
+    async def _admit(self, context: grpc.aio.ServicerContext) -> None:
+        """Admission first, before any work: a page that cannot start now is refused in microseconds."""
         if self.in_flight >= self.settings.max_pages_in_flight:
             await context.abort_with_status(
                 errors.overloaded("the service is busy; retry after the delay in RetryInfo", RETRY_AFTER_SECONDS)
             )
         self.in_flight += 1
-        try:
-            return await self._process_page(request, context)
-        finally:
-            self.in_flight -= 1
 
-    async def _process_page(self, request: pb.ProcessPageRequest, context: grpc.aio.ServicerContext):
-        started = time.perf_counter()
-        loop = asyncio.get_running_loop()
+    def _deadline(self, context: grpc.aio.ServicerContext) -> float:
         remaining = context.time_remaining()
-        deadline = loop.time() + (remaining if remaining is not None else self.settings.default_deadline_seconds)
-        async with rpc_errors(context):
-            if not 0.0 <= request.min_detection_score <= 1.0:
-                raise ImageError("BAD_SCORE", "min_detection_score must be in [0, 1]", "min_detection_score")
-            with span("decode"):
-                async with self.decodes:  # in a thread: health checks and other calls go on meanwhile
-                    image = await asyncio.to_thread(image_from_proto, request.image, self.settings, allow_raw=False)
-            decode_ms = 1000 * (time.perf_counter() - started)
-            try:
-                result = await self.pipeline.process(image, deadline, request.min_detection_score)
-            except* DownstreamError as group:
-                failure = group.exceptions[0]
-                logger.warning(
-                    "downstream failed",
-                    extra={"stage": failure.stage, "code": failure.code.name, "detail": failure.message},
-                )
-                await context.abort_with_status(
-                    errors.error(
-                        failure.code,
-                        f"{failure.stage}: {failure.message}",
-                        f"{failure.stage.upper()}_{failure.code.name}",
-                        {"stage": failure.stage},
-                    )
-                )
-            total_ms = 1000 * (time.perf_counter() - started)
-            logger.info(
-                "page",
-                extra={"words": sum(len(line.words) for line in result.page.lines), "total_ms": round(total_ms, 1)},
+        remaining = remaining if remaining is not None else self.settings.default_deadline_seconds
+        return asyncio.get_running_loop().time() + remaining
+
+    async def _read(self, image, deadline: float, min_score: float, context, started: float):
+        """The page through the pipeline: (Page, Timings); a failed stage ends the call with its status."""
+        try:
+            result = await self.pipeline.process(image, deadline, min_score)
+        except* DownstreamError as group:
+            failure = group.exceptions[0]
+            logger.warning(
+                "downstream failed",
+                extra={"stage": failure.stage, "code": failure.code.name, "detail": failure.message},
             )
-            return pb.ProcessPageResponse(
-                page=result.page,
-                timings=pb.Timings(
-                    decode_ms=decode_ms,
-                    detect_ms=result.detect_ms,
-                    recognize_ms=result.recognize_ms,
-                    total_ms=total_ms,
-                ),
+            await context.abort_with_status(
+                errors.error(
+                    failure.code,
+                    f"{failure.stage}: {failure.message}",
+                    f"{failure.stage.upper()}_{failure.code.name}",
+                    {"stage": failure.stage},
+                )
             )
+        total_ms = 1000 * (time.perf_counter() - started)
+        logger.info(
+            "page", extra={"words": sum(len(line.words) for line in result.page.lines), "total_ms": round(total_ms, 1)}
+        )
+        timings = pb.Timings(detect_ms=result.detect_ms, recognize_ms=result.recognize_ms, total_ms=total_ms)
+        return result.page, timings
+
+
+def _check_score(score: float) -> None:
+    if not 0.0 <= score <= 1.0:
+        raise ImageError("BAD_SCORE", "min_detection_score must be in [0, 1]", "min_detection_score")
 
 
 async def watch_stages(running: RunningServer, channels: dict[str, grpc.aio.Channel], interval: float = 1.0) -> None:
