@@ -155,10 +155,93 @@ def test_deploy_rollback_teardown_dry_runs(tmp_path):
     )
     assert lines[1].startswith("aws ecs wait services-stable") and lines[1].endswith("detector recognizer frontend")
     rollback = dry_run("rollback", "--env", "prod", "--previous-tag", "v1")
-    assert rollback[0].startswith("aws cloudformation cancel-update-stack") and "ImageTag=v1" in rollback[2]
+    assert rollback[0].startswith("aws cloudformation describe-stacks") and "ImageTag=v1" in rollback[1]
     teardown = dry_run("teardown", "--env", "prod")
-    assert teardown[0] == "aws cloudformation delete-stack --region us-east-1 --stack-name handwriting-prod"
+    assert "aws cloudformation delete-stack --region us-east-1 --stack-name handwriting-prod" in teardown
     assert teardown[-1].endswith("--stack-name handwriting-prod-ecr")
+
+
+class RecordedAws(deploy_script.Runner):
+    """Answers `aws` calls from recorded responses (the first matching command prefix); records every call."""
+
+    def __init__(self, responses: dict[str, str | None]):
+        super().__init__(dry_run=False)
+        self.responses = responses
+        self.calls: list[str] = []
+
+    def __call__(self, *command: str, capture: bool = False) -> str:
+        line = " ".join(command)
+        self.calls.append(line)
+        for prefix, response in self.responses.items():
+            if line.startswith(prefix):
+                if response is None:  # the CLI failed (e.g. "Stack with id ... does not exist")
+                    raise subprocess.CalledProcessError(254, command)
+                return response
+        return ""
+
+
+def verbs(calls: list[str]) -> list[str]:
+    return [" ".join(call.split()[1:3]) for call in calls]
+
+
+DESCRIBE = "aws cloudformation describe-stacks"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("UPDATE_COMPLETE", ["cloudformation deploy", "ecs wait"]),  # the usual: back to the previous tag
+        ("UPDATE_ROLLBACK_COMPLETE", ["cloudformation deploy", "ecs wait"]),
+        ("UPDATE_IN_PROGRESS", ["cloudformation cancel-update-stack", "cloudformation wait", "cloudformation deploy"]),
+        ("UPDATE_ROLLBACK_FAILED", ["cloudformation continue-update-rollback", "cloudformation wait"]),
+        ("UPDATE_ROLLBACK_IN_PROGRESS", ["cloudformation wait", "cloudformation deploy"]),
+    ],
+)
+def test_rollback_from_each_state_it_meets(status, expected):
+    aws = RecordedAws({DESCRIBE: status})
+    deploy_script.rollback(aws, "prod", "us-east-1", "v1")
+    assert verbs(aws.calls)[0] == "cloudformation describe-stacks"
+    assert verbs(aws.calls)[1 : 1 + len(expected)] == expected
+    deploys = [call for call in aws.calls if call.startswith("aws cloudformation deploy")]
+    assert len(deploys) == 1 and "ImageTag=v1" in deploys[0]
+
+
+@pytest.mark.parametrize("status", ["ROLLBACK_COMPLETE", "CREATE_IN_PROGRESS", None])
+def test_rollback_refuses_what_it_cannot_roll_back(status):
+    aws = RecordedAws({DESCRIBE: status})
+    with pytest.raises(deploy_script.RollbackError):
+        deploy_script.rollback(aws, "prod", "us-east-1", "v1")
+    assert not [call for call in aws.calls if "deploy " in call or "cancel" in call]
+
+
+def test_rollback_of_a_stable_stack_needs_the_tag_to_go_back_to():
+    with pytest.raises(deploy_script.RollbackError, match="previous-tag"):
+        deploy_script.rollback(RecordedAws({DESCRIBE: "UPDATE_COMPLETE"}), "prod", "us-east-1", None)
+
+
+def test_teardown_lifts_scale_in_protection_before_deleting():
+    aws = RecordedAws(
+        {
+            DESCRIBE: "UPDATE_COMPLETE",
+            "aws cloudformation describe-stack-resource": "handwriting-prod-gpu-asg",
+            "aws autoscaling describe-auto-scaling-groups": "i-0a\ti-0b",
+        }
+    )
+    deploy_script.teardown(aws, "prod", "us-east-1")
+    protection = next(call for call in aws.calls if "set-instance-protection" in call)
+    assert "--no-protected-from-scale-in" in protection and protection.endswith("--instance-ids i-0a i-0b")
+    order = verbs(aws.calls)
+    assert order.index("autoscaling set-instance-protection") < order.index("cloudformation delete-stack")
+    assert "--desired-capacity 0" in next(call for call in aws.calls if "update-auto-scaling-group" in call)
+
+
+def test_teardown_of_a_stack_already_gone_deletes_the_repositories_only():
+    aws = RecordedAws({DESCRIBE: None})
+    deploy_script.teardown(aws, "prod", "us-east-1")
+    assert verbs(aws.calls).count("ecr delete-repository") == len(deploy_script.IMAGES)
+    assert [call for call in aws.calls if "delete-stack" in call] == [
+        "aws cloudformation delete-stack --region us-east-1 --stack-name handwriting-prod-ecr"
+    ]
 
 
 PRICES = json.loads((AWS / "prices.json").read_text())

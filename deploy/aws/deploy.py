@@ -7,7 +7,9 @@
 
 Every step is an `aws` or `docker` CLI call; --dry-run prints them exactly, one per line, and needs
 no credentials. Failed service deployments roll back on their own (ECS deployment circuit breaker);
-a failed stack update rolls back by CloudFormation; `rollback` redeploys the previous image tag.
+a failed stack update rolls back by CloudFormation; `rollback` reads the stack's state first (cancels an
+update in progress, continues a failed rollback, waits for one running) and redeploys the previous image
+tag; `teardown` lifts the GPU instances' scale-in protection first, so the delete does not wait on them.
 """
 
 from __future__ import annotations
@@ -125,17 +127,76 @@ def deploy(run: Runner, env: str, tag: str, region: str, params: Path | None) ->
     )
 
 
+def stack_status(run: Runner, env: str, region: str) -> str:
+    """The app stack's CloudFormation status (UPDATE_COMPLETE, UPDATE_IN_PROGRESS, ...); NONE when there is none.
+    In a dry run: UPDATE_COMPLETE, the usual state after a finished deploy."""
+    try:
+        status = run(
+            "aws", "cloudformation", "describe-stacks", "--region", region, "--stack-name", app_stack(env),
+            "--query", "Stacks[0].StackStatus", "--output", "text", capture=True,
+        )  # fmt: skip
+    except subprocess.CalledProcessError:
+        return "NONE"
+    return "UPDATE_COMPLETE" if run.dry_run else status
+
+
+class RollbackError(RuntimeError):
+    pass
+
+
 def rollback(run: Runner, env: str, region: str, previous_tag: str | None) -> None:
-    """Stop a stuck update, then redeploy the last good image tag if one is given."""
-    run("aws", "cloudformation", "cancel-update-stack", "--region", region, "--stack-name", app_stack(env))
-    run("aws", "cloudformation", "wait", "stack-rollback-complete", "--region", region, "--stack-name", app_stack(env))
+    """Back to the last good state from wherever the stack is: an update still running is cancelled (and its
+    rollback awaited), a rollback that failed is continued, then the previous image tag is deployed."""
+    status = stack_status(run, env, region)
+    wait_rollback = ("aws", "cloudformation", "wait", "stack-rollback-complete", "--region", region)
+    if status == "UPDATE_IN_PROGRESS":
+        run("aws", "cloudformation", "cancel-update-stack", "--region", region, "--stack-name", app_stack(env))
+        run(*wait_rollback, "--stack-name", app_stack(env))
+    elif status == "UPDATE_ROLLBACK_FAILED":
+        run("aws", "cloudformation", "continue-update-rollback", "--region", region, "--stack-name", app_stack(env))
+        run(*wait_rollback, "--stack-name", app_stack(env))
+    elif status == "UPDATE_ROLLBACK_IN_PROGRESS":
+        run(*wait_rollback, "--stack-name", app_stack(env))
+    elif status in ("NONE", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_COMPLETE"):
+        raise RollbackError(f"{app_stack(env)} is {status}: nothing deployed to roll back to; deploy a tag instead")
+    elif status.endswith("_IN_PROGRESS"):
+        raise RollbackError(f"{app_stack(env)} is {status}: wait for it to finish, then roll back")
+    # UPDATE_COMPLETE, CREATE_COMPLETE, UPDATE_ROLLBACK_COMPLETE: the stack is stable; redeploy the good tag
     if previous_tag:
         deploy(run, env, previous_tag, region, None)
+    elif status.endswith("COMPLETE") and not status.startswith("UPDATE_ROLLBACK"):
+        raise RollbackError("the stack is stable: give --previous-tag, the image tag to go back to")
+
+
+def release_gpu_instances(run: Runner, env: str, region: str) -> None:
+    """Let the GPU instances go: the capacity provider's managed termination protection keeps them (and so
+    the stack delete waits on them) while they are protected from scale-in."""
+    group = run(
+        "aws", "cloudformation", "describe-stack-resource", "--region", region, "--stack-name", app_stack(env),
+        "--logical-resource-id", "GpuAutoScalingGroup", "--query", "StackResourceDetail.PhysicalResourceId",
+        "--output", "text", capture=True,
+    )  # fmt: skip
+    instances = run(
+        "aws", "autoscaling", "describe-auto-scaling-groups", "--region", region, "--auto-scaling-group-names", group,
+        "--query", "AutoScalingGroups[0].Instances[].InstanceId", "--output", "text", capture=True,
+    ).split()  # fmt: skip
+    if instances and not run.dry_run:
+        run(
+            "aws", "autoscaling", "set-instance-protection", "--region", region, "--auto-scaling-group-name", group,
+            "--no-protected-from-scale-in", "--instance-ids", *instances,
+        )  # fmt: skip
+    run(
+        "aws", "autoscaling", "update-auto-scaling-group", "--region", region, "--auto-scaling-group-name", group,
+        "--min-size", "0", "--desired-capacity", "0",
+    )  # fmt: skip
 
 
 def teardown(run: Runner, env: str, region: str) -> None:
-    run("aws", "cloudformation", "delete-stack", "--region", region, "--stack-name", app_stack(env))
-    run("aws", "cloudformation", "wait", "stack-delete-complete", "--region", region, "--stack-name", app_stack(env))
+    if stack_status(run, env, region) != "NONE":
+        release_gpu_instances(run, env, region)
+        stack = ("--region", region, "--stack-name", app_stack(env))
+        run("aws", "cloudformation", "delete-stack", *stack)
+        run("aws", "cloudformation", "wait", "stack-delete-complete", *stack)
     for name in IMAGES:  # repositories with images cannot be deleted by CloudFormation
         run(
             "aws",
@@ -166,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "deploy":
         deploy(run, args.env, args.tag, args.region, args.params)
     elif args.action == "rollback":
-        rollback(run, args.env, args.region, args.previous_tag)
+        try:
+            rollback(run, args.env, args.region, args.previous_tag)
+        except RollbackError as error:
+            print(f"rollback: {error}", file=sys.stderr)
+            return 2
     else:
         teardown(run, args.env, args.region)
     return 0
