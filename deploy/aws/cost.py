@@ -94,6 +94,8 @@ def monthly_cost(traffic: Traffic, setup: Setup, prices: dict) -> dict:
         )
     pages_month = traffic.requests_per_day * traffic.pages_per_request * hours / 24
     frontend = prices["frontend_task"]
+    scales = (setup.detector_max > setup.detector_min) or (setup.recognizer_max > setup.recognizer_min)
+    launches = prices["instance_launches_per_month"]["autoscaled" if scales else "fixed"]
     lines = {
         "GPU instances": gpu_instances * hours * hourly,
         "EBS volumes": gpu_instances * prices["ebs_gb_per_instance"] * prices["ebs_gp3_gb_month"],
@@ -114,6 +116,16 @@ def monthly_cost(traffic: Traffic, setup: Setup, prices: dict) -> dict:
         "ECR": prices["ecr_image_gb"] * prices["ecr_gb_month"],
         "Data transfer out": pages_month * prices["response_kb_per_page"] / 1e6 * prices["data_transfer_out_gb"],
         "Secrets Manager": prices["secrets_manager_secret_month"],
+        # the VPC's NAT gateway (the private subnets reach ECR, CloudWatch and X-Ray through it): the hours, and
+        # the model images pulled at each GPU instance start plus the logs
+        "NAT gateway": hours * prices["nat_gateway_hourly"]
+        + prices["nat_gb_processed"]
+        * (prices["ecr_image_gb"] * launches + pages_month * prices["log_kb_per_page"] / 1e6),
+        # every request traced (full sampling): one trace a page, past the free tier
+        "X-Ray": max(0.0, pages_month - prices["xray_free_traces_month"]) / 1e6 * prices["xray_traces_per_million"],
+        "Container Insights": len(("detector", "recognizer", "frontend"))
+        * prices["container_insights_metrics_per_service"]
+        * prices["container_insights_metric_month"],
     }
     return {
         "lines": lines,
