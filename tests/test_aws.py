@@ -286,3 +286,11 @@ def test_the_example_parameters_deploy_what_the_autoscaled_cost_prices():
     assert int(params["GpuInstancesMax"]) == max(setup.detector_max, setup.recognizer_max)
     result = cost.monthly_cost(cost.PRESETS["autoscaled"][1], setup, PRICES)
     assert result["total"] <= float(params["MonthlyBudgetUsd"])
+
+
+def test_gpu_metrics_are_emitted_and_their_silence_alarms(template):
+    user_data = json.dumps(template["Resources"]["GpuLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"])
+    for needed in ("nvidia_gpu", "utilization_memory", "amazon-cloudwatch-agent-ctl"):
+        assert needed in user_data
+    alarm = template["Resources"]["GpuMemoryAlarm"]["Properties"]
+    assert alarm["MetricName"] == "nvidia_smi_utilization_memory" and alarm["TreatMissingData"] == "breaching"
