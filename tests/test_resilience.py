@@ -91,4 +91,5 @@ def test_a_killed_stage_is_restarted_and_no_request_hangs(stack, sample_page, st
         assert wait_for(lambda: check(channel, timeout=1) == "SERVING", 10)
         answered = load.codes["OK"]
         assert wait_for(lambda: load.codes["OK"] >= answered + 2, 60)  # and pages are read again
+    print(f"\n{stage} killed under load: answers {dict(load.codes)}")  # the README's reliability table
     assert set(load.codes) <= {"OK", "UNAVAILABLE"}, load.codes  # never a hang (DEADLINE_EXCEEDED), no other error
