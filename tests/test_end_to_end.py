@@ -175,6 +175,14 @@ def test_a_pdf_is_read_page_by_page_over_grpc_rest_and_the_cli(stack, sample_pag
     status, body = rest(stack, "/v1/documents:process", {"content": base64.b64encode(pdf).decode(), "dpi": 100})
     assert status == 200 and [p["pageNumber"] for p in body] == [1, 2]  # a JSON array, one element a page
     assert body[0]["page"]["text"] == pages[0].page.text
+    upload = urllib.request.Request(  # the raw file as the body: no base64, no JSON
+        f"http://127.0.0.1:{stack.config.envoy_port}/v1/documents:upload?dpi=100",
+        data=pdf,
+        headers={"content-type": "application/pdf", "x-api-key": KEY},
+    )
+    with urllib.request.urlopen(upload, timeout=120) as response:
+        uploaded = json.loads(response.read())
+    assert [p["page"]["text"] for p in uploaded] == [p.page.text for p in pages]
     document = tmp_path / "two-pages.pdf"
     document.write_bytes(pdf)
     assert cli_ocr(stack, document, "text", "--dpi", "100") == pages[0].page.text + "\n" + pages[1].page.text + "\n"

@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from handwriting.v1 import image_pb2 as handwriting_dot_v1_dot_image__pb2
 from handwriting.v1 import page_pb2 as handwriting_dot_v1_dot_page__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n handwriting/v1/ocr_service.proto\x12\x0ehandwriting.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1ahandwriting/v1/image.proto\x1a\x19handwriting/v1/page.proto\"S\n\x16ProcessDocumentRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x1b\n\x13min_detection_score\x18\x02 \x01(\x02\x12\x0b\n\x03\x64pi\x18\x03 \x01(\x05\"\x90\x01\n\x17ProcessDocumentResponse\x12\x13\n\x0bpage_number\x18\x01 \x01(\x05\x12\x12\n\npage_count\x18\x02 \x01(\x05\x12\"\n\x04page\x18\x03 \x01(\x0b\x32\x14.handwriting.v1.Page\x12(\n\x07timings\x18\x04 \x01(\x0b\x32\x17.handwriting.v1.Timings\"W\n\x12ProcessPageRequest\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.handwriting.v1.Image\x12\x1b\n\x13min_detection_score\x18\x02 \x01(\x02\"c\n\x13ProcessPageResponse\x12\"\n\x04page\x18\x01 \x01(\x0b\x32\x14.handwriting.v1.Page\x12(\n\x07timings\x18\x02 \x01(\x0b\x32\x17.handwriting.v1.Timings\"W\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x02\x12\x11\n\tdetect_ms\x18\x02 \x01(\x02\x12\x14\n\x0crecognize_ms\x18\x03 \x01(\x02\x12\x10\n\x08total_ms\x18\x04 \x01(\x02\x32\x8b\x02\n\nOcrService\x12t\n\x0bProcessPage\x12\".handwriting.v1.ProcessPageRequest\x1a#.handwriting.v1.ProcessPageResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/pages:process:\x01*\x12\x86\x01\n\x0fProcessDocument\x12&.handwriting.v1.ProcessDocumentRequest\x1a\'.handwriting.v1.ProcessDocumentResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/documents:process:\x01*0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n handwriting/v1/ocr_service.proto\x12\x0ehandwriting.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1ahandwriting/v1/image.proto\x1a\x19handwriting/v1/page.proto\"e\n\x15UploadDocumentRequest\x12\"\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x1b\n\x13min_detection_score\x18\x02 \x01(\x02\x12\x0b\n\x03\x64pi\x18\x03 \x01(\x05\"S\n\x16ProcessDocumentRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x1b\n\x13min_detection_score\x18\x02 \x01(\x02\x12\x0b\n\x03\x64pi\x18\x03 \x01(\x05\"\x8f\x01\n\x16UploadDocumentResponse\x12\x13\n\x0bpage_number\x18\x01 \x01(\x05\x12\x12\n\npage_count\x18\x02 \x01(\x05\x12\"\n\x04page\x18\x03 \x01(\x0b\x32\x14.handwriting.v1.Page\x12(\n\x07timings\x18\x04 \x01(\x0b\x32\x17.handwriting.v1.Timings\"\x90\x01\n\x17ProcessDocumentResponse\x12\x13\n\x0bpage_number\x18\x01 \x01(\x05\x12\x12\n\npage_count\x18\x02 \x01(\x05\x12\"\n\x04page\x18\x03 \x01(\x0b\x32\x14.handwriting.v1.Page\x12(\n\x07timings\x18\x04 \x01(\x0b\x32\x17.handwriting.v1.Timings\"W\n\x12ProcessPageRequest\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.handwriting.v1.Image\x12\x1b\n\x13min_detection_score\x18\x02 \x01(\x02\"c\n\x13ProcessPageResponse\x12\"\n\x04page\x18\x01 \x01(\x0b\x32\x14.handwriting.v1.Page\x12(\n\x07timings\x18\x02 \x01(\x0b\x32\x17.handwriting.v1.Timings\"W\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x02\x12\x11\n\tdetect_ms\x18\x02 \x01(\x02\x12\x14\n\x0crecognize_ms\x18\x03 \x01(\x02\x12\x10\n\x08total_ms\x18\x04 \x01(\x02\x32\x93\x03\n\nOcrService\x12t\n\x0bProcessPage\x12\".handwriting.v1.ProcessPageRequest\x1a#.handwriting.v1.ProcessPageResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/pages:process:\x01*\x12\x86\x01\n\x0fProcessDocument\x12&.handwriting.v1.ProcessDocumentRequest\x1a\'.handwriting.v1.ProcessDocumentResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/documents:process:\x01*0\x01\x12\x85\x01\n\x0eUploadDocument\x12%.handwriting.v1.UploadDocumentRequest\x1a&.handwriting.v1.UploadDocumentResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x14/v1/documents:upload:\x04\x66ile0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,16 +39,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OCRSERVICE'].methods_by_name['ProcessPage']._serialized_options = b'\202\323\344\223\002\026\"\021/v1/pages:process:\001*'
   _globals['_OCRSERVICE'].methods_by_name['ProcessDocument']._loaded_options = None
   _globals['_OCRSERVICE'].methods_by_name['ProcessDocument']._serialized_options = b'\202\323\344\223\002\032\"\025/v1/documents:process:\001*'
-  _globals['_PROCESSDOCUMENTREQUEST']._serialized_start=137
-  _globals['_PROCESSDOCUMENTREQUEST']._serialized_end=220
-  _globals['_PROCESSDOCUMENTRESPONSE']._serialized_start=223
-  _globals['_PROCESSDOCUMENTRESPONSE']._serialized_end=367
-  _globals['_PROCESSPAGEREQUEST']._serialized_start=369
-  _globals['_PROCESSPAGEREQUEST']._serialized_end=456
-  _globals['_PROCESSPAGERESPONSE']._serialized_start=458
-  _globals['_PROCESSPAGERESPONSE']._serialized_end=557
-  _globals['_TIMINGS']._serialized_start=559
-  _globals['_TIMINGS']._serialized_end=646
-  _globals['_OCRSERVICE']._serialized_start=649
-  _globals['_OCRSERVICE']._serialized_end=916
+  _globals['_OCRSERVICE'].methods_by_name['UploadDocument']._loaded_options = None
+  _globals['_OCRSERVICE'].methods_by_name['UploadDocument']._serialized_options = b'\202\323\344\223\002\034\"\024/v1/documents:upload:\004file'
+  _globals['_UPLOADDOCUMENTREQUEST']._serialized_start=164
+  _globals['_UPLOADDOCUMENTREQUEST']._serialized_end=265
+  _globals['_PROCESSDOCUMENTREQUEST']._serialized_start=267
+  _globals['_PROCESSDOCUMENTREQUEST']._serialized_end=350
+  _globals['_UPLOADDOCUMENTRESPONSE']._serialized_start=353
+  _globals['_UPLOADDOCUMENTRESPONSE']._serialized_end=496
+  _globals['_PROCESSDOCUMENTRESPONSE']._serialized_start=499
+  _globals['_PROCESSDOCUMENTRESPONSE']._serialized_end=643
+  _globals['_PROCESSPAGEREQUEST']._serialized_start=645
+  _globals['_PROCESSPAGEREQUEST']._serialized_end=732
+  _globals['_PROCESSPAGERESPONSE']._serialized_start=734
+  _globals['_PROCESSPAGERESPONSE']._serialized_end=833
+  _globals['_TIMINGS']._serialized_start=835
+  _globals['_TIMINGS']._serialized_end=922
+  _globals['_OCRSERVICE']._serialized_start=925
+  _globals['_OCRSERVICE']._serialized_end=1328
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,11 @@ class OcrServiceStub:
                 request_serializer=handwriting_dot_v1_dot_ocr__service__pb2.ProcessDocumentRequest.SerializeToString,
                 response_deserializer=handwriting_dot_v1_dot_ocr__service__pb2.ProcessDocumentResponse.FromString,
                 _registered_method=True)
+        self.UploadDocument = channel.unary_stream(
+                '/handwriting.v1.OcrService/UploadDocument',
+                request_serializer=handwriting_dot_v1_dot_ocr__service__pb2.UploadDocumentRequest.SerializeToString,
+                response_deserializer=handwriting_dot_v1_dot_ocr__service__pb2.UploadDocumentResponse.FromString,
+                _registered_method=True)
 
 
 class OcrServiceServicer:
@@ -66,6 +71,14 @@ class OcrServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadDocument(self, request, context):
+        """UploadDocument is ProcessDocument for a file sent as the raw HTTP body (no base64, no JSON):
+        `POST /v1/documents:upload?dpi=200` with `Content-Type: application/pdf` (or image/png, ...).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OcrServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +91,11 @@ def add_OcrServiceServicer_to_server(servicer, server):
                     servicer.ProcessDocument,
                     request_deserializer=handwriting_dot_v1_dot_ocr__service__pb2.ProcessDocumentRequest.FromString,
                     response_serializer=handwriting_dot_v1_dot_ocr__service__pb2.ProcessDocumentResponse.SerializeToString,
+            ),
+            'UploadDocument': grpc.unary_stream_rpc_method_handler(
+                    servicer.UploadDocument,
+                    request_deserializer=handwriting_dot_v1_dot_ocr__service__pb2.UploadDocumentRequest.FromString,
+                    response_serializer=handwriting_dot_v1_dot_ocr__service__pb2.UploadDocumentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +153,33 @@ class OcrService:
             '/handwriting.v1.OcrService/ProcessDocument',
             handwriting_dot_v1_dot_ocr__service__pb2.ProcessDocumentRequest.SerializeToString,
             handwriting_dot_v1_dot_ocr__service__pb2.ProcessDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/handwriting.v1.OcrService/UploadDocument',
+            handwriting_dot_v1_dot_ocr__service__pb2.UploadDocumentRequest.SerializeToString,
+            handwriting_dot_v1_dot_ocr__service__pb2.UploadDocumentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -74,6 +74,14 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
         finally:
             self.in_flight -= 1
 
+    async def UploadDocument(self, request: pb.UploadDocumentRequest, context: grpc.aio.ServicerContext):
+        """ProcessDocument for a file sent as the raw HTTP body (Envoy puts it in `file`)."""
+        document = pb.ProcessDocumentRequest(
+            content=request.file.data, min_detection_score=request.min_detection_score, dpi=request.dpi
+        )
+        async for response in self.ProcessDocument(document, context):  # the same fields, the same numbers
+            yield pb.UploadDocumentResponse.FromString(response.SerializeToString())
+
     async def _admit(self, context: grpc.aio.ServicerContext) -> None:
         """Admission first, before any work: a page that cannot start now is refused in microseconds."""
         if self.in_flight >= self.settings.max_pages_in_flight:
