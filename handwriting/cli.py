@@ -47,7 +47,10 @@ def format_layout(response) -> str:
 
 def cmd_ocr(args: argparse.Namespace) -> int:
     failures = 0
-    with OcrClient(args.address, timeout=args.timeout, api_key=args.api_key, tls_ca=args.tls_ca) as client:
+    client = OcrClient(
+        args.address, timeout=args.timeout, api_key=args.api_key, tls_ca=args.tls_ca, bearer_token=args.token
+    )
+    with client:
         if args.wait:
             with contextlib.suppress(TimeoutError):  # the calls below report what is wrong
                 healthcheck.wait_serving(args.address, args.wait)
@@ -119,7 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         tls_cert, tls_key = map(str, make_self_signed(Path(args.self_signed)))
         print(f"TLS with a self-signed certificate: clients trust {tls_cert} (--tls-ca, curl --cacert)", flush=True)
-    if not api_keys and not args.no_envoy:
+    if not api_keys and not args.jwks and not args.no_envoy:
         print("no --api-keys: Envoy lets anyone who reaches it call (it listens on loopback only)", file=sys.stderr)
     stack = LocalStack(
         StackConfig(
@@ -138,6 +141,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             requests_per_minute=args.rate,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            jwks_file=args.jwks,
+            jwt_issuer=args.jwt_issuer,
+            jwt_audience=args.jwt_audience,
         )
     )
     stopping = []
@@ -191,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--rate", type=int, default=60, help="requests a minute per API key (burst 10)")
     serve.add_argument("--tls-cert", help="Envoy listens with TLS: certificate chain (PEM); with --tls-key")
     serve.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    serve.add_argument("--jwks", help="instead of API keys: accept JWTs signed by a key in this JWKS file")
+    serve.add_argument("--jwt-issuer", default="", help="with --jwks: the `iss` the tokens must carry")
+    serve.add_argument("--jwt-audience", default="", help="with --jwks: the `aud` the tokens must carry")
     serve.add_argument(
         "--self-signed",
         metavar="DIR",
@@ -212,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     ocr.add_argument("--dpi", type=int, default=0, help="PDF pages are rendered at this resolution (0: 200)")
     ocr.add_argument("--api-key", default=None, help="sent as x-api-key (default: $HW_API_KEY)")
     ocr.add_argument("--tls-ca", default=None, help="connect with TLS, trusting this certificate (default: $HW_TLS_CA)")
+    ocr.add_argument("--token", default=None, help="a JWT, sent as Authorization: Bearer (default: $HW_BEARER_TOKEN)")
     ocr.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the stack to be SERVING")
     ocr.set_defaults(run=cmd_ocr)
 

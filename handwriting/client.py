@@ -7,7 +7,8 @@
 
 Retries on UNAVAILABLE use gRPC's own retry policy (service config), with exponential backoff.
 Through Envoy with API keys on, pass `api_key=` (or set HW_API_KEY): it goes in `x-api-key`; with TLS,
-`tls_ca=` the certificate file to trust (or HW_TLS_CA).
+`tls_ca=` the certificate file to trust (or HW_TLS_CA); where Envoy validates JWTs instead of keys,
+`bearer_token=` (or HW_BEARER_TOKEN).
 """
 
 from __future__ import annotations
@@ -86,11 +87,15 @@ class OcrClient:
         max_message_mb: int = 64,
         api_key: str | None = None,
         tls_ca: str | Path | None = None,
+        bearer_token: str | None = None,
     ):
         self.address = address
         self.timeout = timeout
         api_key = api_key if api_key is not None else os.environ.get("HW_API_KEY", "")
         self.metadata = (("x-api-key", api_key),) if api_key else ()
+        bearer_token = bearer_token if bearer_token is not None else os.environ.get("HW_BEARER_TOKEN", "")
+        if bearer_token:  # a JWT from the caller's identity provider, where Envoy validates JWTs
+            self.metadata += (("authorization", f"Bearer {bearer_token}"),)
         size = max_message_mb * 1024 * 1024
         options = [
             ("grpc.enable_retries", 1),

@@ -30,6 +30,9 @@ class StackConfig:
     burst: int = 10
     tls_cert: str | None = None  # Envoy listens with TLS given these PEM files
     tls_key: str | None = None
+    jwks_file: str | None = None  # instead of API keys: JWTs signed by a key of this JWKS, issuer and audience
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
     detector_weights: str | None = None
     recognizer_model_dir: str | None = None
     log_dir: Path | None = None
@@ -118,7 +121,16 @@ class LocalStack:
                     c.log_dir,
                     tracing=c.tracing,
                     collector=c.xray_daemon if c.tracing == "xray" else c.collector,
-                    edge=Edge(c.api_keys, c.requests_per_minute, c.burst, c.tls_cert, c.tls_key),
+                    edge=Edge(
+                        c.api_keys,
+                        c.requests_per_minute,
+                        c.burst,
+                        c.tls_cert,
+                        c.tls_key,
+                        c.jwks_file,
+                        c.jwt_issuer,
+                        c.jwt_audience,
+                    ),
                 )
         except BaseException:
             self.stop()

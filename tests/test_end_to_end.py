@@ -296,6 +296,66 @@ def test_tls_round_trip_through_envoy_with_a_self_signed_certificate(stack, samp
         envoy.wait(10)
 
 
+def _jwt(key, claims: dict, kid: str = "k1") -> str:
+    """An ES256 JWT signed with `key` (cryptography's EC key)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "ES256", "typ": "JWT", "kid": kid}).encode())
+    payload = b64(json.dumps(claims).encode())
+    r, s = decode_dss_signature(key.sign(f"{header}.{payload}".encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{header}.{payload}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+def test_jwts_as_the_alternative_to_api_keys(stack, sample_page, tmp_path):
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from deploy.envoy.config import Edge, start_envoy
+    from handwriting.stack import free_port
+
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    numbers = key.public_key().public_numbers()
+
+    def coordinate(value: int) -> str:
+        return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode()
+
+    jwk = {"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig"}
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**jwk, "x": coordinate(numbers.x), "y": coordinate(numbers.y)}]}))
+    edge = Edge(jwks_file=str(jwks), jwt_issuer="https://idp.example", jwt_audience="handwriting")
+    port = free_port()
+    envoy, _ = start_envoy(port, grpc_address(stack), tmp_path, edge=edge)
+    claims = {"iss": "https://idp.example", "aud": "handwriting", "sub": "alice", "exp": int(time.time()) + 600}
+    try:
+        good = _jwt(key, claims)
+        unauthenticated, forbidden = grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED
+        tokens = {
+            "none": (None, unauthenticated),
+            "forged": (_jwt(other, claims), unauthenticated),
+            "expired": (_jwt(key, {**claims, "exp": int(time.time()) - 600}), unauthenticated),  # past 60 s of skew
+            "other audience": (_jwt(key, {**claims, "aud": "someone-else"}), forbidden),  # Envoy: 403
+        }
+        for name, (token, code) in tokens.items():
+            client = OcrClient(f"127.0.0.1:{port}", bearer_token=token or "", retries=0)
+            with client, pytest.raises(OcrError) as caught:
+                client.process_page(sample_page)
+            assert caught.value.code == code, name
+        with OcrClient(f"127.0.0.1:{port}", bearer_token=good) as client:
+            assert client.process_page(sample_page).page.lines
+            assert client.health("handwriting.v1.OcrService") == "SERVING"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            assert response.status == 200  # no token needed
+    finally:
+        envoy.terminate()
+        envoy.wait(10)
+
+
 def test_stopped_orchestrator_gives_503(stack, sample_page):
     """Last on purpose: it stops the orchestrator."""
     orchestrator = stack.processes["orchestrator"]

@@ -89,6 +89,13 @@ from envoy_data_plane.envoy.extensions.filters.http.grpc_json_transcoder.v3 impo
     GrpcJsonTranscoder,
     GrpcJsonTranscoderPrintOptions,
 )
+from envoy_data_plane.envoy.extensions.filters.http.jwt_authn.v3 import (
+    JwtAuthentication,
+    JwtClaimToHeader,
+    JwtProvider,
+    JwtRequirement,
+    RequirementRule,
+)
 from envoy_data_plane.envoy.extensions.filters.http.local_ratelimit.v3 import LocalRateLimit
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -123,6 +130,7 @@ MAX_REQUEST_BYTES = 32 * 1024 * 1024
 MAX_CONNECTIONS = 256  # x 32 MB of request buffer at most each; the overload manager refuses more
 CLIENT_HEADER = "x-client-id"  # set by api_key_auth from the key's client name (a caller's own is replaced)
 AUTH_FILTER = "envoy.filters.http.api_key_auth"
+JWT_FILTER = "envoy.filters.http.jwt_authn"
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,19 @@ class Edge:
     # TLS on the listener: PEM files of the certificate (chain) and its key; None: plaintext
     tls_cert: str | None = None
     tls_key: str | None = None
+    # the alternative to API keys, for callers with an identity provider: JWTs (Authorization: Bearer) signed
+    # by a key of this JWKS file, from this issuer, for this audience; the client id is the `sub` claim
+    jwks_file: str | None = None
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+
+    def __post_init__(self) -> None:
+        if self.api_keys and self.jwks_file:
+            raise ValueError("API keys or JWTs, not both: give one way for callers to authenticate")
+
+    @property
+    def authenticates(self) -> bool:
+        return bool(self.api_keys or self.jwks_file)
 
 
 def load_api_keys(text: str) -> dict[str, str]:
@@ -233,7 +254,8 @@ def _routes(request_timeout_s: int, edge: Edge) -> list[Route]:
     def reply(status: int, body: str) -> DirectResponseAction:
         return DirectResponseAction(status=status, body=DataSource(inline_string=body))
 
-    open_to_all = {AUTH_FILTER: Any.pack(FilterConfig(disabled=True))} if edge.api_keys else {}
+    auth_filter = AUTH_FILTER if edge.api_keys else JWT_FILTER
+    open_to_all = {auth_filter: Any.pack(FilterConfig(disabled=True))} if edge.authenticates else {}
     # liveness of Envoy itself for load balancers that speak plain HTTP (the ALB's REST target group)
     healthz = Route(
         match=RouteMatch(path="/healthz"), direct_response=reply(200, "ok"), typed_per_filter_config=open_to_all
@@ -257,15 +279,31 @@ def _everyone() -> RuntimeFractionalPercent:
     )
 
 
-def _edge_filters(edge: Edge) -> list[HttpFilter]:
-    """API keys, then a token bucket per client (the client id api_key_auth forwards)."""
-    if not edge.api_keys:
-        return []
-    auth = ApiKeyAuth(
-        credentials=[Credential(key=key, client=client) for client, key in sorted(edge.api_keys.items())],
-        key_sources=[KeySource(header="x-api-key"), KeySource(header="authorization")],
-        forwarding=Forwarding(header=CLIENT_HEADER, hide_credentials=True),
+def _authentication(edge: Edge) -> HttpFilter:
+    """API keys (api_key_auth) or JWTs (jwt_authn); either way the caller's id goes upstream in CLIENT_HEADER."""
+    if edge.api_keys:
+        auth = ApiKeyAuth(
+            credentials=[Credential(key=key, client=client) for client, key in sorted(edge.api_keys.items())],
+            key_sources=[KeySource(header="x-api-key"), KeySource(header="authorization")],
+            forwarding=Forwarding(header=CLIENT_HEADER, hide_credentials=True),
+        )
+        return HttpFilter(name=AUTH_FILTER, typed_config=Any.pack(auth))
+    provider = JwtProvider(
+        issuer=edge.jwt_issuer,
+        audiences=[edge.jwt_audience] if edge.jwt_audience else [],
+        local_jwks=DataSource(filename=edge.jwks_file),
+        require_expiration=True,
+        claim_to_headers=[JwtClaimToHeader(header_name=CLIENT_HEADER, claim_name="sub")],
     )
+    everything = RequirementRule(match=RouteMatch(prefix="/"), requires=JwtRequirement(provider_name="idp"))
+    jwt = JwtAuthentication(providers={"idp": provider}, rules=[everything])
+    return HttpFilter(name=JWT_FILTER, typed_config=Any.pack(jwt))
+
+
+def _edge_filters(edge: Edge) -> list[HttpFilter]:
+    """Who the caller is (API key or JWT), then a token bucket per caller (the client id the first forwards)."""
+    if not edge.authenticates:
+        return []
     seconds_per_token = 60.0 / max(1, edge.requests_per_minute)
     fill_interval = max(0.05, seconds_per_token)  # Envoy's timer runs at most every 50 ms
     tokens_per_fill = max(1, round(fill_interval / seconds_per_token))
@@ -295,10 +333,7 @@ def _edge_filters(edge: Edge) -> list[HttpFilter]:
         enable_x_ratelimit_headers=XRateLimitHeadersRfcVersion.DRAFT_VERSION_03,
         response_headers_to_add=[retry_after],
     )
-    return [
-        HttpFilter(name=AUTH_FILTER, typed_config=Any.pack(auth)),
-        HttpFilter(name="envoy.filters.http.local_ratelimit", typed_config=Any.pack(limit)),
-    ]
+    return [_authentication(edge), HttpFilter(name="envoy.filters.http.local_ratelimit", typed_config=Any.pack(limit))]
 
 
 def _http_filters(descriptor: Path | str, edge: Edge) -> list[HttpFilter]:
@@ -562,8 +597,11 @@ def serve(target: str, port: int, admin_socket: str, environ=os.environ) -> None
         requests_per_minute=int(environ.get("HW_RATE_PER_MINUTE", "60")),
         tls_cert=environ.get("HW_TLS_CERT") or None,
         tls_key=environ.get("HW_TLS_KEY") or None,
+        jwks_file=environ.get("HW_JWKS_FILE") or None,
+        jwt_issuer=environ.get("HW_JWT_ISSUER", ""),
+        jwt_audience=environ.get("HW_JWT_AUDIENCE", ""),
     )
-    if not edge.api_keys:
+    if not edge.authenticates:
         print("envoy: no API keys (HW_API_KEYS): anyone who reaches the port can call", file=sys.stderr)
     config = Path(environ.get("HW_ENVOY_CONFIG", "/tmp/envoy.yaml"))
     config.touch(mode=0o600)
