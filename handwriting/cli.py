@@ -118,7 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     api_keys = load_api_keys(Path(args.api_keys).read_text()) if args.api_keys else {}
     tls_cert, tls_key = args.tls_cert, args.tls_key
     if args.self_signed:
-        from handwriting.tls import make_self_signed
+        from deploy.envoy.tls import make_self_signed
 
         tls_cert, tls_key = map(str, make_self_signed(Path(args.self_signed)))
         print(f"TLS with a self-signed certificate: clients trust {tls_cert} (--tls-ca, curl --cacert)", flush=True)

@@ -294,3 +294,11 @@ def test_gpu_metrics_are_emitted_and_their_silence_alarms(template):
         assert needed in user_data
     alarm = template["Resources"]["GpuMemoryAlarm"]["Properties"]
     assert alarm["MetricName"] == "nvidia_smi_utilization_memory" and alarm["TreatMissingData"] == "breaching"
+
+
+def test_the_load_balancer_speaks_tls_to_envoy(template):
+    for name in ("GrpcTargetGroup", "RestTargetGroup"):
+        assert template["Resources"][name]["Properties"]["Protocol"] == "HTTPS"
+    containers = template["Resources"]["FrontendTask"]["Properties"]["ContainerDefinitions"]
+    envoy = next(c for c in containers if c["Name"] == "envoy")
+    assert {"Name": "HW_TLS_SELF_SIGNED", "Value": "true"} in envoy["Environment"]

@@ -119,8 +119,10 @@ def test_envoy_validation_rejects_a_broken_config(tmp_path):
 
 def test_the_envoy_container_entrypoint_puts_the_aws_secrets_keys_in_front(tmp_path):
     """`python -m deploy.envoy.config --serve ecs` as the ECS task runs it, with HW_API_KEYS holding the
-    secret's JSON: health open, 401 without a key, past the key check (503: no orchestrator here) with one."""
+    secret's JSON and TLS on a self-signed certificate (what the ALB connects to): health open, 401 without
+    a key, past the key check (503: no orchestrator here) with one."""
     import os
+    import ssl
     import urllib.error
     import urllib.request
 
@@ -129,6 +131,8 @@ def test_the_envoy_container_entrypoint_puts_the_aws_secrets_keys_in_front(tmp_p
     port = free_port()
     secret = json.dumps({"keys": [{"client": "mobile", "key": "m" * 24}], "bootstrap": "b" * 40})
     env = {**os.environ, "HW_API_KEYS": secret, "HW_ENVOY_CONFIG": str(tmp_path / "envoy.yaml")}
+    env |= {"HW_TLS_SELF_SIGNED": "true", "HW_TLS_DIR": str(tmp_path / "tls")}
+    unverified = ssl._create_unverified_context()  # as the ALB: encrypted, certificate not checked
     env["PYTHONPATH"] = str(REPO_ROOT)
     command = [sys.executable, "-m", "deploy.envoy.config", "--serve", "ecs", "--port", str(port)]
     admin = tmp_path / "admin.sock"
@@ -138,9 +142,9 @@ def test_the_envoy_container_entrypoint_puts_the_aws_secrets_keys_in_front(tmp_p
 
         def status(path: str, key: str | None = None) -> int:
             headers = {"content-type": "application/json", **({"x-api-key": key} if key else {})}
-            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"{}", headers=headers)
+            request = urllib.request.Request(f"https://127.0.0.1:{port}{path}", data=b"{}", headers=headers)
             try:
-                with urllib.request.urlopen(request, timeout=5) as response:
+                with urllib.request.urlopen(request, timeout=5, context=unverified) as response:
                     return response.status
             except urllib.error.HTTPError as error:
                 return error.code
@@ -148,7 +152,7 @@ def test_the_envoy_container_entrypoint_puts_the_aws_secrets_keys_in_front(tmp_p
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=1, context=unverified)
                 break
             except OSError:
                 assert process.poll() is None, "envoy exited"

@@ -266,8 +266,8 @@ def test_tls_round_trip_through_envoy_with_a_self_signed_certificate(stack, samp
     import ssl
 
     from deploy.envoy.config import Edge, start_envoy
+    from deploy.envoy.tls import make_self_signed
     from handwriting.stack import free_port
-    from handwriting.tls import make_self_signed
 
     cert, key = make_self_signed(tmp_path / "tls")
     assert key.stat().st_mode & 0o777 == 0o600

@@ -592,11 +592,16 @@ def serve(target: str, port: int, admin_socket: str, environ=os.environ) -> None
     keys_text = environ.get("HW_API_KEYS") or ""
     if not keys_text and environ.get("HW_API_KEYS_FILE"):
         keys_text = Path(environ["HW_API_KEYS_FILE"]).read_text()
+    tls_cert, tls_key = environ.get("HW_TLS_CERT") or None, environ.get("HW_TLS_KEY") or None
+    if not tls_cert and environ.get("HW_TLS_SELF_SIGNED", "").lower() in ("1", "true", "yes"):
+        from deploy.envoy.tls import make_self_signed  # behind the ALB, which does not check its targets' certs
+
+        tls_cert, tls_key = map(str, make_self_signed(Path(environ.get("HW_TLS_DIR", "/tmp/envoy-tls"))))
     edge = Edge(
         load_api_keys(keys_text),
         requests_per_minute=int(environ.get("HW_RATE_PER_MINUTE", "60")),
-        tls_cert=environ.get("HW_TLS_CERT") or None,
-        tls_key=environ.get("HW_TLS_KEY") or None,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         jwks_file=environ.get("HW_JWKS_FILE") or None,
         jwt_issuer=environ.get("HW_JWT_ISSUER", ""),
         jwt_audience=environ.get("HW_JWT_AUDIENCE", ""),

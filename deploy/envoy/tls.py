@@ -1,7 +1,9 @@
-"""A self-signed certificate for Envoy's TLS on a machine without one (`handwriting serve --self-signed`).
+"""A self-signed certificate for Envoy's TLS where there is no other: `handwriting serve --self-signed` on a
+laptop, and the Envoy container behind the AWS load balancer (HW_TLS_SELF_SIGNED), which encrypts to its
+targets without checking their certificates.
 
-The client trusts it by its file: `OcrClient(address, tls_ca="cert.pem")`, `handwriting ocr --tls-ca`,
-`curl --cacert`. For anything public, use a certificate from a real authority (on AWS: ACM at the ALB).
+A client trusts it by its file: `OcrClient(address, tls_ca="cert.pem")`, `handwriting ocr --tls-ca`,
+`curl --cacert`. What the public sees is a certificate from a real authority (on AWS: ACM at the ALB).
 """
 
 from __future__ import annotations
