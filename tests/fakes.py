@@ -58,6 +58,7 @@ class FakeRecognizer(recognizer_grpc.RecognizerServiceServicer):
         self.texts: dict[int, str] = {}
         self.delay = 0.0
         self.fail_with: grpc.StatusCode | None = None
+        self.failures_left = -1  # with fail_with: fail this many calls, then answer (negative: every call)
         self.batch_sizes: list[int] = []
         self.crop_sizes: list[tuple[int, int]] = []
         self.time_remaining: list[float | None] = []
@@ -88,7 +89,8 @@ class FakeRecognizer(recognizer_grpc.RecognizerServiceServicer):
                 await self.release.wait()
             if self.delay:
                 await asyncio.sleep(self.delay)
-            if self.fail_with is not None:
+            if self.fail_with is not None and self.failures_left != 0:
+                self.failures_left -= 1
                 await context.abort(self.fail_with, "fake recognizer failure")
             results = []
             for crop in request.crops:

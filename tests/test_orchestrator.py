@@ -348,3 +348,12 @@ async def test_bad_documents_are_invalid_argument_with_a_reason(stage):
                 pass
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, reason
         assert details_of(caught.value)[1].reason == reason
+
+
+async def test_a_stage_that_is_unavailable_for_a_moment_is_tried_again(stage):
+    _, recognizer, start = stage
+    recognizer.fail_with, recognizer.failures_left = grpc.StatusCode.UNAVAILABLE, 1
+    stub, _ = await start()
+    response = await stub.ProcessPage(page_request(), timeout=10)
+    assert response.page.text == "one two three\nfour and five"  # the failed batch was sent again
+    assert recognizer.failures_left == 0

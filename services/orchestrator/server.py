@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -26,6 +27,24 @@ from services.orchestrator.pipeline import OcrPipeline, PipelineOptions
 logger = logging.getLogger("handwriting.orchestrator")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OcrService"].full_name
 RETRY_AFTER_SECONDS = 1.0  # about one page's time on two cores
+# Calls to the stages are idempotent: one that finds a stage UNAVAILABLE (restarting, a dropped connection) is
+# tried again twice, after 0.2 and 0.4 s, within the page's deadline (gRPC's own retry policy).
+STAGE_RETRIES = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": f"handwriting.v1.{name}"} for name in ("DetectorService", "RecognizerService")],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
 
 
 class OcrServicer(pb_grpc.OcrServiceServicer):
@@ -160,7 +179,7 @@ def pipeline_options(settings: OrchestratorSettings) -> PipelineOptions:
 
 async def start(settings: OrchestratorSettings) -> RunningServer:
     interceptors = client_interceptors(settings)
-    options = channel_options(settings)
+    options = [*channel_options(settings), ("grpc.enable_retries", 1), ("grpc.service_config", STAGE_RETRIES)]
     detector_channel = grpc.aio.insecure_channel(settings.detector_address, options=options, interceptors=interceptors)
     recognizer_channel = grpc.aio.insecure_channel(
         settings.recognizer_address, options=options, interceptors=interceptors
