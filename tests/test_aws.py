@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from cfnlint.decode import decode
 
 from deploy.aws import cost
@@ -120,6 +121,21 @@ def test_workflow_validates_and_uses_oidc_with_a_manual_production_gate():
     text = workflow.read_text()
     assert "aws-access-key-id" not in text and "id-token: write" in text
     assert "environment: production" in text and "make test" in text
+    jobs = yaml.safe_load(text)["jobs"]
+    staging = " ".join(step.get("run", "") for step in jobs["deploy-staging"]["steps"])
+    production = " ".join(step.get("run", "") for step in jobs["deploy-production"]["steps"])
+    assert "deploy.aws.smoke" in staging  # staging is smoke-tested before production is approved
+    assert "promote --from-env staging" in production and " push " not in production  # no rebuild
+
+
+def test_promote_copies_the_staged_images_by_digest():
+    lines = dry_run("promote", "--from-env", "staging", "--env", "production", "--tag", "abc123")
+    pulls = [line for line in lines if line.startswith("docker pull")]
+    pushes = [line for line in lines if line.startswith("docker push")]
+    assert len(pulls) == len(pushes) == len(deploy_script.IMAGES)
+    assert "handwriting-staging-recognizer@" in pulls[1]
+    assert "handwriting-production-recognizer:abc123" in pushes[1]
+    assert not [line for line in lines if line.startswith("docker build")]
 
 
 def dry_run(*args: str) -> list[str]:

@@ -188,6 +188,16 @@ def test_a_pdf_is_read_page_by_page_over_grpc_rest_and_the_cli(stack, sample_pag
     assert cli_ocr(stack, document, "text", "--dpi", "100") == pages[0].page.text + "\n" + pages[1].page.text + "\n"
 
 
+def test_the_deploy_smoke_test_passes_against_the_stack_and_fails_without_a_key(stack):
+    from deploy.aws import smoke
+
+    url = f"http://127.0.0.1:{stack.config.envoy_port}"
+    passed, summary = smoke.smoke(url, KEY, max_cer=0.10, timeout=60)
+    assert passed, summary
+    passed, summary = smoke.smoke(url, "", max_cer=0.10, timeout=60)
+    assert not passed and summary.startswith("HTTP 401")
+
+
 def test_grpc_through_envoy(stack, sample_page):
     with OcrClient(f"127.0.0.1:{stack.config.envoy_port}", api_key=KEY) as client:
         assert client.process_page(sample_page).page.lines

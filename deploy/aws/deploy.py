@@ -1,6 +1,7 @@
 """Build and push the images, deploy or update the stacks, roll back, tear down: one command each.
 
     python -m deploy.aws.deploy push     --env staging --tag v1 [--dry-run]
+    python -m deploy.aws.deploy promote  --from-env staging --env production --tag v1 [--dry-run]
     python -m deploy.aws.deploy deploy   --env staging --tag v1 --params deploy/aws/staging.json [--dry-run]
     python -m deploy.aws.deploy rollback --env staging [--dry-run]
     python -m deploy.aws.deploy teardown --env staging [--dry-run]
@@ -88,6 +89,35 @@ def push(run: Runner, env: str, tag: str, region: str) -> None:
         image = f"{host}/handwriting-{env}-{name}:{tag}"
         run("docker", "build", "-f", dockerfile, "-t", image, ".")
         run("docker", "push", image)
+
+
+def promote(run: Runner, source: str, env: str, tag: str, region: str) -> None:
+    """Give `env` the very images `source` ran (same digests, no rebuild): each is pulled from the source
+    repository by the digest its tag points at, and pushed to `env`'s repository under the same tag."""
+    run(
+        "aws", "cloudformation", "deploy", "--region", region, "--stack-name", ecr_stack(env),
+        "--template-file", "deploy/aws/ecr.yaml", "--parameter-overrides", f"EnvironmentName={env}",
+        "--no-fail-on-empty-changeset",
+    )  # fmt: skip
+    host = registry(run, region)
+    password = run("aws", "ecr", "get-login-password", "--region", region, capture=True)
+    if not run.dry_run:
+        subprocess.run(
+            ["docker", "login", "--username", "AWS", "--password-stdin", host], input=password, text=True, check=True
+        )
+    for name in IMAGES:
+        digest = run(
+            "aws", "ecr", "describe-images", "--region", region, "--repository-name", f"handwriting-{source}-{name}",
+            "--image-ids", f"imageTag={tag}", "--query", "imageDetails[0].imageDigest", "--output", "text",
+            capture=True,
+        )  # fmt: skip
+        if run.dry_run:
+            digest = "${DIGEST}"
+        tested = f"{host}/handwriting-{source}-{name}@{digest}"
+        target = f"{host}/handwriting-{env}-{name}:{tag}"
+        run("docker", "pull", tested)
+        run("docker", "tag", tested, target)
+        run("docker", "push", target)
 
 
 def deploy(run: Runner, env: str, tag: str, region: str, params: Path | None) -> None:
@@ -213,10 +243,11 @@ def teardown(run: Runner, env: str, region: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["push", "deploy", "rollback", "teardown"])
+    parser.add_argument("action", choices=["push", "promote", "deploy", "rollback", "teardown"])
     parser.add_argument("--env", default="staging")
     parser.add_argument("--tag", default="latest")
     parser.add_argument("--previous-tag", help="rollback: image tag to redeploy")
+    parser.add_argument("--from-env", default="staging", help="promote: the environment whose images to copy")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--params", type=Path, help="JSON of template parameters (VpcId, subnets, certificate...)")
     parser.add_argument("--dry-run", action="store_true", help="print the exact calls instead of making them")
@@ -224,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     run = Runner(args.dry_run)
     if args.action == "push":
         push(run, args.env, args.tag, args.region)
+    elif args.action == "promote":
+        promote(run, args.from_env, args.env, args.tag, args.region)
     elif args.action == "deploy":
         deploy(run, args.env, args.tag, args.region, args.params)
     elif args.action == "rollback":
