@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         default=RecognizerSettings.lexicon_n_best,
         help="readings the decoder proposes (the service's HW_LEXICON_N_BEST; 5 was the round-7 model's)",
     )
+    parser.add_argument("--backend", choices=("onnx", "torch"), default=RecognizerSettings.backend)
     parser.add_argument(
         "--crops",
         nargs="+",
@@ -91,15 +92,15 @@ def main(argv: list[str] | None = None) -> None:
     for crop_set in args.crops:  # "recognizer": word crops; "recognizer-lines": line crops
         crops = read_split(args.data / crop_set / "val", args.limit or None)
         name = "recognizer_held_out_fonts" + ("" if crop_set == "recognizer" else "_" + crop_set.split("-")[-1])
-        figures[name] = evaluate_recognizer(args.recognizer, crops, greedy=True)
+        figures[name] = evaluate_recognizer(args.recognizer, crops, greedy=True, backend=args.backend)
         if lexicon is not None:  # what the service reads by default; the line above is the bare model
             figures[name + "_lexicon"] = evaluate_recognizer(
-                args.recognizer, crops, lexicon=lexicon, n_best=args.n_best
+                args.recognizer, crops, lexicon=lexicon, n_best=args.n_best, backend=args.backend
             )
 
     if (args.real_dev / "labels.tsv").exists():
         detector = Detector(args.detector, image_size=args.imgsz)
-        recognizer = Recognizer(args.recognizer, lexicon=lexicon, n_best=args.n_best)
+        recognizer = Recognizer(args.recognizer, lexicon=lexicon, n_best=args.n_best, backend=args.backend)
         figures["real_dev"] = evaluate_real(detector, recognizer, args.real_dev, args.unit)
     print(json.dumps(figures, indent=1, default=float))
     if args.out:

@@ -84,10 +84,16 @@ def evaluate(
     lexicon=None,
     greedy: bool = False,
     n_best: int = 1,
+    backend: str = "onnx",
 ) -> dict:
     """CER, WER, word accuracy and time per crop; decoded as the service decodes (`greedy`: the decoder alone)."""
     recognizer = Recognizer(
-        model_dir, batch_size=batch_size, lexicon=lexicon, ctc_weight=0.0 if greedy else None, n_best=n_best
+        model_dir,
+        batch_size=batch_size,
+        lexicon=lexicon,
+        ctc_weight=0.0 if greedy else None,
+        n_best=n_best,
+        backend=backend,
     )
     started = time.perf_counter()
     predictions = recognizer.predict([Image.open(path).convert("L") for path, _ in rows])

@@ -18,20 +18,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from training.metrics import error_rates  # standard library only: runs in the workflow without an install
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = REPO_ROOT / "samples" / "page.png"
-
-
-def character_error_rate(reference: str, hypothesis: str) -> float:
-    """Levenshtein distance over the reference's length (whitespace-normalised)."""
-    reference, hypothesis = " ".join(reference.split()), " ".join(hypothesis.split())
-    previous = list(range(len(hypothesis) + 1))
-    for i, r in enumerate(reference, 1):
-        current = [i]
-        for j, h in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
-        previous = current
-    return previous[-1] / max(1, len(reference))
 
 
 def smoke(url: str, api_key: str, max_cer: float, timeout: float, insecure: bool = False) -> tuple[bool, str]:
@@ -48,7 +38,8 @@ def smoke(url: str, api_key: str, max_cer: float, timeout: float, insecure: bool
     except (OSError, KeyError, ValueError) as error:
         return False, f"no page: {error}"
     seconds = time.perf_counter() - started
-    cer = character_error_rate(SAMPLE.with_suffix(".txt").read_text(), page.get("text", ""))
+    reference = " ".join(SAMPLE.with_suffix(".txt").read_text().split())
+    cer = error_rates([reference], [" ".join(page.get("text", "").split())])[0]
     words = sum(len(line.get("words", [])) for line in page.get("lines", []))
     summary = f"{words} words, CER {cer:.3f}, {seconds:.2f} s"
     return cer <= max_cer, summary

@@ -13,7 +13,14 @@ from collections.abc import Iterator
 
 from PIL import Image, ImageSequence
 
-from services.common.images import FORMATS, ImageError, _check_size, decode_image, decoded_bytes, normalize_mode
+from services.common.images import (
+    FORMATS,
+    ImageError,
+    check_decoded_size,
+    check_size,
+    decode_image,
+    normalize_mode,
+)
 from services.common.settings import ImageLimits
 
 DEFAULT_DPI = 200
@@ -55,9 +62,8 @@ def _check_pages(count: int, limits: ImageLimits, field: str) -> None:
 def _frames(image: Image.Image, limits: ImageLimits, field: str) -> Iterator[Image.Image]:
     for number, frame in enumerate(ImageSequence.Iterator(image), 1):
         where = f"{field} (page {number})"
-        _check_size(*frame.size, limits, where)
-        if decoded_bytes(frame.mode, *frame.size) > limits.max_decoded_mb * 2**20:
-            raise ImageError("IMAGE_TOO_LARGE_DECODED", f"page {number} is too large to decode", where)
+        check_size(*frame.size, limits, where)
+        check_decoded_size(frame.mode, *frame.size, limits, where)
         try:
             yield normalize_mode(frame.copy())
         except (OSError, ValueError, SyntaxError) as error:

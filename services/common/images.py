@@ -44,7 +44,7 @@ def decode_image(data: bytes, limits: ImageLimits, field: str = "image.content")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = image.size
-            _check_size(width, height, limits, field)
+            check_size(width, height, limits, field)
             _check_header(image, limits, field)
             image.load()
     except ImageError:
@@ -60,7 +60,7 @@ def decode_image(data: bytes, limits: ImageLimits, field: str = "image.content")
     return normalize_mode(ImageOps.exif_transpose(image))
 
 
-def _check_size(width: int, height: int, limits: ImageLimits, field: str) -> None:
+def check_size(width: int, height: int, limits: ImageLimits, field: str) -> None:
     if width <= 0 or height <= 0:
         raise ImageError("EMPTY_IMAGE", f"the image has no pixels ({width}x{height})", field)
     if width * height > limits.max_image_pixels or max(width, height) > limits.max_image_side:
@@ -81,12 +81,21 @@ def decoded_bytes(mode: str, width: int, height: int) -> int:
 def _check_header(image: Image.Image, limits: ImageLimits, field: str) -> None:
     pages = getattr(image, "n_frames", 1)
     if pages > 1:
-        raise ImageError("MULTI_PAGE_IMAGE", f"the image has {pages} pages or frames; send one page per request", field)
-    needed = decoded_bytes(image.mode, *image.size)
+        raise ImageError(
+            "MULTI_PAGE_IMAGE",
+            f"the image has {pages} pages or frames; send one page per request, or the file to ProcessDocument",
+            field,
+        )
+    check_decoded_size(image.mode, *image.size, limits, field)
+
+
+def check_decoded_size(mode: str, width: int, height: int, limits: ImageLimits, field: str) -> None:
+    """Refuse, from its header alone, an image whose decoding would take more than `max_decoded_mb`."""
+    needed = decoded_bytes(mode, width, height)
     if needed > limits.max_decoded_mb * 1024 * 1024:
         raise ImageError(
             "IMAGE_TOO_LARGE_DECODED",
-            f"the {image.size[0]}x{image.size[1]} {image.mode} image would take {needed // 2**20} MB decoded; "
+            f"the {width}x{height} {mode} image would take {needed // 2**20} MB decoded; "
             f"the limit is {limits.max_decoded_mb} MB (send it smaller: 8-bit and about "
             f"{limits.max_decoded_mb * 2**20 // 6 // 1_000_000} megapixels at most)",
             field,
@@ -133,7 +142,7 @@ def image_from_proto(
 
 
 def raw_to_image(raw: image_pb2.RawImage, limits: ImageLimits, field: str) -> Image.Image:
-    _check_size(raw.width, raw.height, limits, field)
+    check_size(raw.width, raw.height, limits, field)
     if raw.channels not in (1, 3):
         raise ImageError("BAD_RAW_IMAGE", f"channels must be 1 or 3, got {raw.channels}", field)
     expected = raw.width * raw.height * raw.channels

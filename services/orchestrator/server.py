@@ -98,8 +98,10 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
         document = pb.ProcessDocumentRequest(
             content=request.file.data, min_detection_score=request.min_detection_score, dpi=request.dpi
         )
-        async for response in self.ProcessDocument(document, context):  # the same fields, the same numbers
-            yield pb.UploadDocumentResponse.FromString(response.SerializeToString())
+        async for r in self.ProcessDocument(document, context):
+            yield pb.UploadDocumentResponse(
+                page_number=r.page_number, page_count=r.page_count, page=r.page, timings=r.timings
+            )
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> None:
         """Admission first, before any work: a page that cannot start now is refused in microseconds."""
