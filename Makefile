@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "is ignored" || true
-	$(PY) -m pip install -q -e '.[models,dev,training]' 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install -q -e '.[models,dev,training,aws]' 2>&1 | grep -v "is ignored" || true
 	$(PY) -c "import torch, torchvision, ultralytics, transformers, grpc"
 	touch $@
 

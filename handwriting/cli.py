@@ -71,10 +71,8 @@ def cmd_ocr(args: argparse.Namespace) -> int:
                 name = path if len(responses) == 1 else f"{path}#{number}"
                 if args.format == "json":
                     results[name] = json_format.MessageToDict(response)
-                elif args.format == "text":
-                    print(response.page.text)
                 elif args.format in WRITERS:
-                    print(WRITERS[args.format](response.page, Path(path).name), end="")
+                    print(WRITERS[args.format][0](response.page, Path(path).name), end="")
                 else:
                     if len(args.images) > 1 or len(responses) > 1:
                         print(f"== {name}")
@@ -212,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     ocr.add_argument("--address", default="localhost:50051")
     ocr.add_argument(
         "--format",
-        choices=["layout", "text", "json", *WRITERS],
+        choices=["layout", "json", *WRITERS],
         default="layout",
-        help="layout (boxes and confidences), text, json, hocr (hOCR 1.2) or page (PAGE-XML 2019)",
+        help="layout (boxes and confidences), json, text, hocr (hOCR 1.2), alto (ALTO 4.4) or page (PAGE-XML 2019)",
     )
     ocr.add_argument("--min-score", type=float, default=0.0, help="drop word boxes scored below this")
     ocr.add_argument("--timeout", type=float, default=60.0)

@@ -26,8 +26,12 @@ if ! git diff --quiet -- handwriting/v1 deploy/envoy/handwriting.pb; then
   exit 1
 fi
 
-echo "== deploy/envoy/envoy.yaml is up to date"
+echo "== deploy/envoy/envoy.yaml and handwriting/web/openapi.yaml are up to date"
 "$BIN/python" -m deploy.envoy.config --check
+"$BIN/python" -m deploy.envoy.openapi --check
+
+echo "== browser for the web page test"
+scripts/setup_browser.sh
 
 echo "== pytest"
 "$BIN/python" -m pytest -q -p no:cacheprovider "$@"

@@ -84,11 +84,36 @@ def test_model_images_use_a_cuda_base_and_the_orchestrator_a_slim_one():
     assert "python:3.11-slim" in DOCKERFILES["orchestrator"].read_text()
 
 
+def test_the_openapi_document_is_current_and_valid():
+    from openapi_spec_validator import validate
+
+    from deploy.envoy import openapi
+
+    assert openapi.main(["--check"]) == 0
+    document = yaml.safe_load(openapi.OUTPUT.read_text())
+    validate(document)
+    assert set(document["paths"]) == {
+        "/v1/pages:process",
+        "/v1/pages:export",
+        "/v1/documents:process",
+        "/v1/documents:upload",
+        "/v1/corrections",
+    }
+    upload = document["paths"]["/v1/documents:upload"]["post"]
+    assert "application/pdf" in upload["requestBody"]["content"]
+    assert {p["name"] for p in upload["parameters"]} == {"minDetectionScore", "dpi", "formats", "includePageImage"}
+    streamed = document["paths"]["/v1/documents:process"]["post"]["responses"]["200"]
+    assert streamed["content"]["application/json"]["schema"]["type"] == "array"
+    word = document["components"]["schemas"]["Word"]["properties"]
+    assert word["needsReview"]["type"] == "boolean" and "geometric mean" in word["confidence"]["description"]
+
+
 def test_committed_envoy_config_is_current_and_valid(tmp_path):
     assert envoy_config.main(["--check"]) == 0
     # validate the committed file itself, with the descriptor path it will have in the image
     committed = yaml.safe_load((REPO_ROOT / "deploy/envoy/envoy.yaml").read_text())
     text = json.dumps(committed).replace("/etc/envoy/handwriting.pb", str(envoy_config.DESCRIPTOR))
+    text = text.replace(envoy_config.CONTAINER_WEB, str(envoy_config.WEB_DIR))
     text = text.replace('"otel-collector"', '"127.0.0.1"')  # STRICT_DNS names must resolve to validate
     path = tmp_path / "envoy.json"
     path.write_text(text)
@@ -137,6 +162,7 @@ def test_the_envoy_container_entrypoint_puts_the_aws_secrets_keys_in_front(tmp_p
     command = [sys.executable, "-m", "deploy.envoy.config", "--serve", "ecs", "--port", str(port)]
     admin = tmp_path / "admin.sock"
     env["HW_ENVOY_DESCRIPTOR"] = str(envoy_config.DESCRIPTOR)  # the image has it at /etc/envoy/handwriting.pb
+    env["HW_ENVOY_WEB"] = str(envoy_config.WEB_DIR)  # and the web page in /etc/envoy/web
     process = subprocess.Popen([*command, "--admin-socket", str(admin)], env=env, cwd=REPO_ROOT)
     try:
 

@@ -42,6 +42,7 @@ def stack(tmp_path_factory):
         api_keys={"tests": KEY, "flood": FLOOD_KEY},
         requests_per_minute=600,  # a token every 0.1 s per key, 20 at once
         burst=20,
+        extra_env={"HW_CORRECTIONS_URI": str(tmp_path_factory.mktemp("corrections"))},
     )
     local = LocalStack(config)
     local.start()
@@ -186,6 +187,99 @@ def test_a_pdf_is_read_page_by_page_over_grpc_rest_and_the_cli(stack, sample_pag
     document = tmp_path / "two-pages.pdf"
     document.write_bytes(pdf)
     assert cli_ocr(stack, document, "text", "--dpi", "100") == pages[0].page.text + "\n" + pages[1].page.text + "\n"
+
+
+def test_formats_page_images_exports_and_corrections_over_rest(stack, sample_page):
+    from services.orchestrator.corrections import DirectoryStore
+
+    upload = urllib.request.Request(
+        f"http://127.0.0.1:{stack.config.envoy_port}/v1/documents:upload"
+        "?formats=EXPORT_FORMAT_ALTO&formats=EXPORT_FORMAT_HOCR&includePageImage=true",
+        data=sample_page.read_bytes(),
+        headers={"content-type": "image/png", "x-api-key": KEY},
+    )
+    with urllib.request.urlopen(upload, timeout=120) as response:
+        [result] = json.loads(response.read())
+    assert [e["format"] for e in result["exports"]] == ["EXPORT_FORMAT_ALTO", "EXPORT_FORMAT_HOCR"]
+    assert result["pageImage"]["mimeType"] == "image/jpeg"
+    page = result["page"]
+    word = page["lines"][0]["words"][0]
+    assert word["text"] in result["exports"][0]["content"] and "needsReview" in word
+
+    status, exported = rest(stack, "/v1/pages:export", {"page": page, "format": "EXPORT_FORMAT_PAGE_XML"})
+    assert status == 200 and exported["export"]["fileExtension"] == ".page.xml"
+    assert word["text"] in exported["export"]["content"]
+
+    correction = {
+        "image": {"content": base64.b64encode(sample_page.read_bytes()).decode()},
+        "boundingPoly": word["boundingPoly"],
+        "text": "Corrected",
+        "recognizedText": word["text"],
+        "confidence": word["confidence"],
+    }
+    status, stored = rest(stack, "/v1/corrections", correction)
+    assert status == 200 and stored["correctionId"]
+    store = DirectoryStore(stack.config.extra_env["HW_CORRECTIONS_URI"])
+    assert {i: r["text"] for i, _, r in store.items()}[stored["correctionId"]] == "Corrected"
+    status, refused = rest(stack, "/v1/corrections", {**correction, "text": ""})
+    assert status == 400 and "text" in refused["message"]
+    assert rest(stack, "/v1/corrections", correction, key=None)[0] == 401
+
+
+def test_the_web_page_reads_the_sample_page_and_takes_a_correction_in_chromium(stack, sample_page, tmp_path):
+    """The page Envoy serves at /, in Debian's chromium driven by Playwright: upload the sample page, see a box
+    over each word and the text, correct a word (stored), download ALTO."""
+    from playwright.sync_api import sync_playwright
+
+    from services.orchestrator.corrections import DirectoryStore
+
+    chromium = "/usr/bin/chromium"
+    assert os.path.exists(chromium), "the web page test needs Debian's chromium: apt-get install chromium"
+    base = f"http://127.0.0.1:{stack.config.envoy_port}"
+    with urllib.request.urlopen(f"{base}/", timeout=10) as response:  # no key needed for the page itself
+        assert response.headers["content-type"].startswith("text/html")
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+    store = DirectoryStore(stack.config.extra_env["HW_CORRECTIONS_URI"])
+    before = {i for i, _, _ in store.items()}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(accept_downloads=True)
+            errors = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(base + "/")
+            page.fill("#key", KEY)
+            page.set_input_files("#file", str(sample_page))
+            page.click("#read")
+            page.wait_for_selector("section.page", timeout=90_000)
+            words = page.locator("span.word")
+            boxes = page.locator("svg rect.box")
+            truth_words = TRUTH.split()
+            assert abs(boxes.count() - len(truth_words)) <= 0.05 * len(truth_words)
+            assert words.count() == boxes.count()
+            shown = " ".join(page.locator(".lines p").all_inner_texts())
+            assert error_rates([" ".join(truth_words)], [" ".join(shown.split())])[0] < 0.10
+            assert page.locator("svg").first.get_attribute("viewBox") == "0 0 1000 480"
+
+            first = boxes.first
+            first.click()
+            page.fill("#editText", "Handwritten")
+            page.press("#editText", "Enter")
+            page.wait_for_selector("span.word.corrected", timeout=10_000)
+            assert words.first.inner_text() == "Handwritten"
+            assert "Stored the correction" in page.inner_text("#status")
+
+            with page.expect_download() as download:
+                page.click("button[data-format=EXPORT_FORMAT_ALTO]")
+            download.value.save_as(tmp_path / "page.alto.xml")
+            alto = (tmp_path / "page.alto.xml").read_text()
+            assert download.value.suggested_filename == "page.alto.xml"
+            assert 'CONTENT="Handwritten"' in alto and "ns-v4" in alto
+            assert not errors, errors
+        finally:
+            browser.close()
+    added = [(i, r) for i, _, r in store.items() if i not in before]
+    assert len(added) == 1 and added[0][1]["text"] == "Handwritten" and added[0][1]["source"] == "page.png"
 
 
 def test_the_deploy_smoke_test_passes_against_the_stack_and_fails_without_a_key(stack):

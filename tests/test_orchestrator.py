@@ -357,3 +357,121 @@ async def test_a_stage_that_is_unavailable_for_a_moment_is_tried_again(stage):
     response = await stub.ProcessPage(page_request(), timeout=10)
     assert response.page.text == "one two three\nfour and five"  # the failed batch was sent again
     assert recognizer.failures_left == 0
+
+
+async def test_exports_come_with_the_page_and_words_under_the_threshold_are_flagged(stage):
+    from xml.etree import ElementTree
+
+    _, _, start = stage
+    stub, _ = await start(review_below=0.535)  # the fake reads gray levels 10..60 with confidence 0.51..0.56
+    request = page_request()
+    request.formats.extend([ocr_service_pb2.EXPORT_FORMAT_ALTO, ocr_service_pb2.EXPORT_FORMAT_TEXT])
+    response = await stub.ProcessPage(request, timeout=10)
+    flagged = [w.text for line in response.page.lines for w in line.words if w.needs_review]
+    assert flagged == ["one", "two", "three"]
+    alto, text = response.exports
+    assert (alto.format, alto.file_extension, text.content) == (
+        ocr_service_pb2.EXPORT_FORMAT_ALTO,
+        ".alto.xml",
+        "one two three\nfour and five\n",
+    )
+    strings = ElementTree.fromstring(alto.content).iter("{http://www.loc.gov/standards/alto/ns-v4#}String")
+    assert [(s.get("CONTENT"), s.get("TAGREFS")) for s in strings][2:4] == [("three", "review"), ("four", None)]
+
+    exported = await stub.ExportPage(
+        ocr_service_pb2.ExportPageRequest(
+            page=response.page, format=ocr_service_pb2.EXPORT_FORMAT_HOCR, image_name="letter.png"
+        ),
+        timeout=10,
+    )
+    assert "letter.png" in exported.export.content and "ocrx_word review" in exported.export.content
+
+    for call, bad in (
+        (stub.ProcessPage, ocr_service_pb2.ProcessPageRequest(image=request.image, formats=[0])),
+        (stub.ExportPage, ocr_service_pb2.ExportPageRequest(page=response.page, format=9)),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(bad, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert details_of(caught.value)[1].reason == "BAD_FORMAT"
+
+
+async def test_a_document_can_return_each_page_image(stage):
+    import io
+
+    from PIL import Image
+
+    _, _, start = stage
+    stub, _ = await start()
+    request = ocr_service_pb2.ProcessDocumentRequest(
+        content=document("TIFF", 2), include_page_image=True, formats=[ocr_service_pb2.EXPORT_FORMAT_PAGE_XML]
+    )
+    responses = [response async for response in stub.ProcessDocument(request, timeout=20)]
+    for response in responses:
+        assert response.page_image.mime_type == "image/jpeg"
+        assert Image.open(io.BytesIO(response.page_image.content)).size == PAGE_SIZE
+        assert f'imageFilename="page-{response.page_number}.png"' in response.exports[0].content
+
+
+def word_correction(box, text="seven", **fields) -> ocr_service_pb2.SubmitCorrectionRequest:
+    from handwriting.v1 import geometry_pb2
+
+    corners = [(box[0], box[1]), (box[2], box[1]), (box[2], box[3]), (box[0], box[3])]
+    return ocr_service_pb2.SubmitCorrectionRequest(
+        image=page_request().image,
+        bounding_poly=geometry_pb2.BoundingPoly(vertices=[geometry_pb2.Vertex(x=x, y=y) for x, y in corners]),
+        text=text,
+        **fields,
+    )
+
+
+async def test_a_correction_stores_the_crop_the_recognizer_is_given(stage, tmp_path):
+    import io
+
+    from PIL import Image
+
+    from services.common.crops import cut_crop
+    from services.orchestrator.corrections import DirectoryStore
+
+    _, _, start = stage
+    stub, _ = await start(corrections_uri=str(tmp_path / "corrections"))
+    box = WORDS[1][0]  # "one"
+    response = await stub.SubmitCorrection(
+        word_correction(box, " ōne ", recognized_text="one", confidence=0.51, source="letter.png"), timeout=10
+    )
+    [(correction_id, crop, record)] = list(DirectoryStore(tmp_path / "corrections").items())
+    assert correction_id == response.correction_id
+    page = Image.open(io.BytesIO(page_request().image.content))
+    assert Image.open(io.BytesIO(crop)).tobytes() == cut_crop(page, box).tobytes()
+    assert (record["text"], record["recognized_text"], record["box"]) == ("ōne", "one", list(box))
+
+    bad = {
+        "BAD_TEXT": word_correction(box, ""),
+        "BAD_BOX": word_correction((900, 900, 950, 950)),
+        "BAD_CONFIDENCE": word_correction(box, confidence=2.0),
+    }
+    for reason, request in bad.items():
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.SubmitCorrection(request, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, reason
+        assert details_of(caught.value)[1].reason == reason
+    assert len(list(DirectoryStore(tmp_path / "corrections").items())) == 1
+
+
+def test_the_s3_store_keeps_the_same_objects():
+    boto3 = pytest.importorskip("boto3")
+    moto = pytest.importorskip("moto")
+
+    from services.orchestrator.corrections import S3Store, open_store
+
+    with moto.mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="hw-corrections")
+        store = S3Store("s3://hw-corrections/staging/", client=client)
+        first = store.put(b"png-bytes", {"text": "seven"})
+        store.put(b"other", {"text": "eight"})
+        items = {i: (c, r["text"]) for i, c, r in store.items()}
+        assert items[first] == (b"png-bytes", "seven") and len(items) == 2
+        keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="hw-corrections")["Contents"])
+        assert all(key.startswith("staging/") for key in keys) and len(keys) == 4
+    assert isinstance(open_store("s3://bucket/prefix"), S3Store)

@@ -306,3 +306,47 @@ def test_a_photographed_page_keeps_its_word_boxes_on_the_ink():
         ys, xs = np.nonzero(window < np.percentile(window, 20))
         ink = (left + xs.min(), top + ys.min(), left + xs.max(), top + ys.max())
         assert geometry.iou(ink, moved.box) > 0.6, (seed, ink, moved.box)
+
+
+def test_corrections_teach_the_shipped_recognizer_the_words_it_got_wrong(tmp_path):
+    """Six words in a script the shipped model has never seen (TeX's symbol font draws each letter as another
+    sign) are corrected through the store; after fine-tuning the service's decoding reads them, and it still
+    reads ordinary italic words it read before (the replay crops)."""
+    import io
+
+    import matplotlib
+    from PIL import ImageFont
+
+    from services.orchestrator.corrections import DirectoryStore
+    from training import finetune_corrections
+
+    fonts = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+
+    def render(word: str, font: str) -> Image.Image:
+        typeface = ImageFont.truetype(str(fonts / font), 40)
+        image = Image.new("L", (40 * len(word) + 40, 70), 255)
+        draw = ImageDraw.Draw(image)
+        draw.text((10, 10), word, font=typeface, fill=0)
+        left, top, right, bottom = draw.textbbox((10, 10), word, font=typeface)
+        return image.crop((left - 6, top - 6, right + 6, bottom + 6))
+
+    store = DirectoryStore(tmp_path / "corrections")
+    for word in ["Kvothe", "Hrothgar", "Xochitl", "Nkechi", "Bjorkvik", "Dzhokhar"]:
+        png = io.BytesIO()
+        render(word, "cmsy10.ttf").save(png, "PNG")
+        store.put(png.getvalue(), {"text": word, "recognized_text": "?"})
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    words = ["letter", "garden", "Tuesday", "window", "Morning", "pencil", "travel", "Summer"]
+    for number, word in enumerate(words):
+        render(word, "DejaVuSerif-Italic.ttf").save(replay / f"{number}.png")
+    (replay / "labels.tsv").write_text("".join(f"{n}.png\t{w}\n" for n, w in enumerate(words)))
+
+    out = tmp_path / "corrected"
+    results = finetune_corrections.main(
+        ["--corrections", str(tmp_path / "corrections"), "--replay", str(replay), "--out", str(out), "--steps", "250"]
+    )
+    assert results["before"]["right"] == 0 and results["after"]["right"] >= 5, results
+    assert results["replay_after"]["right"] >= results["replay_before"]["right"] - 1, results
+    assert "Kvothe\t4.0" in (out / "lexicon.tsv").read_text()
+    assert Recognizer(out).predict([render("Kvothe", "cmsy10.ttf")])[0].text == "Kvothe"

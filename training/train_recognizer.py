@@ -138,10 +138,15 @@ class Trainer:
         self.checkpoint, self.config, self.device = checkpoint, config, device
         model = checkpoint.model.to(device).train()
         self.frozen = bool(config.get("freeze_encoder"))
+        has_ctc = hasattr(model.encoder, "ctc_logits")
+        # with a frozen encoder, its CTC head alone may still learn (`train_ctc_head`): the fine-tuning on corrections
+        ctc_head_learns = has_ctc and self.frozen and bool(config.get("train_ctc_head"))
         if self.frozen:
             model.encoder.requires_grad_(False)
             model.encoder.eval()
-        self.ctc_weight = config.get("ctc_weight", 0) if hasattr(model.encoder, "ctc_logits") and not self.frozen else 0
+            if ctc_head_learns:
+                model.encoder.ctc_head.requires_grad_(True)
+        self.ctc_weight = config.get("ctc_weight", 0) if has_ctc and (not self.frozen or ctc_head_learns) else 0
         self.ctc_loss = torch.nn.CTCLoss(blank=0, zero_infinity=True)
         self.decoder_start = model.config.decoder_start_token_id
         self.eos = model.generation_config.eos_token_id

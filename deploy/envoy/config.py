@@ -38,6 +38,12 @@ from pathlib import Path
 
 import betterproto2
 import yaml
+from envoy_data_plane.envoy.config.accesslog.v3 import (
+    AccessLogFilter,
+    ComparisonFilter,
+    ComparisonFilterOp,
+    StatusCodeFilter,
+)
 from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType, ClusterLbPolicy
 from envoy_data_plane.envoy.config.core.v3 import (
@@ -52,6 +58,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     Http2ProtocolOptions,
     Pipe,
     RuntimeFractionalPercent,
+    RuntimeUInt32,
     SocketAddress,
     SocketAddressProtocol,
     SubstitutionFormatString,
@@ -104,6 +111,7 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
     HttpConnectionManagerTracing,
     HttpFilter,
     LocalReplyConfig,
+    ResponseMapper,
 )
 from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
     DownstreamConnectionsConfig,
@@ -122,6 +130,17 @@ from envoy_data_plane.google.protobuf import Any, Struct
 
 HERE = Path(__file__).resolve().parent
 DESCRIPTOR = HERE / "handwriting.pb"
+WEB_DIR = HERE.parents[1] / "handwriting" / "web"  # the web page and the OpenAPI document Envoy serves
+# what Envoy serves from WEB_DIR at each path, open to all (nothing in them is secret): path -> (file, type)
+WEB_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/openapi.yaml": ("openapi.yaml", "application/yaml"),
+}
+# the page runs only its own inline script and calls only this origin
+WEB_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob: data:; "
+    "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
 COMPOSE_CONFIG = HERE / "envoy.yaml"
 ECS_CONFIG = HERE / "envoy-ecs.yaml"
 PUBLIC_SERVICES = ["handwriting.v1.OcrService"]
@@ -247,9 +266,9 @@ def _tracing(mode: str, collector: tuple[str, int] | None) -> tuple[HttpConnecti
     return tracing, [_cluster("otel_collector", collector[0], collector[1], health_check=False)]
 
 
-def _routes(request_timeout_s: int, edge: Edge) -> list[Route]:
-    """/healthz, the gRPC services to the orchestrator, 404 for the rest (REST is matched by the transcoder).
-    Health answers without a key."""
+def _routes(request_timeout_s: int, edge: Edge, web_dir: Path | str) -> list[Route]:
+    """/healthz, the web page and the OpenAPI document, the gRPC services to the orchestrator, 404 for the rest
+    (REST is matched by the transcoder). Health and the static files answer without a key."""
 
     def reply(status: int, body: str) -> DirectResponseAction:
         return DirectResponseAction(status=status, body=DataSource(inline_string=body))
@@ -268,8 +287,25 @@ def _routes(request_timeout_s: int, edge: Edge) -> list[Route]:
         )
         for prefix in GRPC_PREFIXES
     ]
+    web = [
+        Route(
+            match=RouteMatch(path=path),
+            direct_response=DirectResponseAction(status=200, body=DataSource(filename=f"{web_dir}/{name}")),
+            response_headers_to_add=[
+                HeaderValueOption(header=HeaderValue(key=key, value=value))
+                for key, value in (
+                    ("content-type", content_type),
+                    ("cache-control", "no-cache"),
+                    ("x-content-type-options", "nosniff"),
+                    ("content-security-policy", WEB_POLICY),
+                )
+            ],
+            typed_per_filter_config=open_to_all,
+        )
+        for path, (name, content_type) in WEB_FILES.items()
+    ]
     not_found = Route(match=RouteMatch(prefix="/"), direct_response=reply(404, "no such path"))
-    return [healthz, *to_orchestrator, not_found]
+    return [healthz, *web, *to_orchestrator, not_found]
 
 
 def _everyone() -> RuntimeFractionalPercent:
@@ -358,15 +394,28 @@ def _http_filters(descriptor: Path | str, edge: Edge) -> list[HttpFilter]:
 
 
 def _connection_manager(
-    descriptor: Path | str, request_timeout_s: int, tracing: HttpConnectionManagerTracing | None, edge: Edge
+    descriptor: Path | str,
+    request_timeout_s: int,
+    tracing: HttpConnectionManagerTracing | None,
+    edge: Edge,
+    web_dir: Path | str,
 ) -> HttpConnectionManager:
-    # Envoy's own replies (404, 413, 503, timeouts) as JSON too, like the transcoded errors
-    json_replies = LocalReplyConfig(
-        body_format=SubstitutionFormatString(
+    # Envoy's own error replies (404, 413, 503, timeouts) as JSON too, like the transcoded errors; its other
+    # direct replies (the web page) as they are
+    errors_as_json = ResponseMapper(
+        filter=AccessLogFilter(
+            status_code_filter=StatusCodeFilter(
+                comparison=ComparisonFilter(
+                    op=ComparisonFilterOp.GE, value=RuntimeUInt32(default_value=400, runtime_key="json_errors_from")
+                )
+            )
+        ),
+        body_format_override=SubstitutionFormatString(
             json_format=Struct.from_dict({"status": "%RESPONSE_CODE%", "message": "%LOCAL_REPLY_BODY%"}),
             content_type="application/json",
-        )
+        ),
     )
+    json_replies = LocalReplyConfig(mappers=[errors_as_json])
     return HttpConnectionManager(
         stat_prefix="ingress",
         codec_type=HttpConnectionManagerCodecType.AUTO,
@@ -379,7 +428,8 @@ def _connection_manager(
         local_reply_config=json_replies,
         route_config=RouteConfiguration(
             name="ocr",
-            virtual_hosts=[VirtualHost(name="ocr", domains=["*"], routes=_routes(request_timeout_s, edge))],
+            virtual_hosts=[VirtualHost(name="ocr", domains=["*"], routes=_routes(request_timeout_s, edge, web_dir))],
+            max_direct_response_body_size_bytes=1024 * 1024,  # the web page and the OpenAPI document
         ),
         http_filters=_http_filters(descriptor, edge),
         tracing=tracing,
@@ -421,9 +471,11 @@ def bootstrap(
     request_timeout_s: int = 120,
     edge: Edge | None = None,
     admin_socket: str | None = None,
+    web_dir: Path | str = WEB_DIR,
 ) -> Bootstrap:
     """The whole Envoy bootstrap, typed. `collector` is host:port (OTLP gRPC, or the X-Ray daemon).
-    `admin_socket`: the admin interface on this unix socket (mode 0600) instead of loopback:admin_port."""
+    `admin_socket`: the admin interface on this unix socket (mode 0600) instead of loopback:admin_port.
+    `web_dir`: where the web page (index.html) and openapi.yaml are."""
     edge = edge or Edge()
     upstream_host, upstream_port = upstream.rsplit(":", 1)
     collector_address = None
@@ -431,7 +483,7 @@ def bootstrap(
         host, port = collector.rsplit(":", 1)
         collector_address = (host, int(port))
     tracing_config, tracing_clusters = _tracing(tracing, collector_address)
-    manager = _connection_manager(descriptor, request_timeout_s, tracing_config, edge)
+    manager = _connection_manager(descriptor, request_timeout_s, tracing_config, edge, web_dir)
     orchestrator = _cluster("orchestrator", upstream_host, int(upstream_port), health_check=True)
     admin_address = (
         Address(pipe=Pipe(path=admin_socket, mode=0o600)) if admin_socket else _address("127.0.0.1", admin_port)
@@ -560,6 +612,7 @@ def start_envoy(
 
 
 CONTAINER_DESCRIPTOR = "/etc/envoy/handwriting.pb"
+CONTAINER_WEB = "/etc/envoy/web"
 CONTAINER_ADMIN = "/tmp/envoy-admin.sock"  # inside the Envoy container only: no other container can open it
 
 
@@ -569,10 +622,17 @@ def container_bootstrap(
     port: int = 8080,
     admin_socket: str = CONTAINER_ADMIN,
     descriptor: str = CONTAINER_DESCRIPTOR,
+    web_dir: str = CONTAINER_WEB,
 ) -> Bootstrap:
     """The Envoy container's config. compose: upstream `orchestrator:50051`, W3C traces to the OTel collector.
     ECS: orchestrator in the same task (localhost), X-Ray segments to the ADOT sidecar on UDP 2000."""
-    common = {"listen_port": port, "descriptor": descriptor, "edge": edge, "admin_socket": admin_socket}
+    common = {
+        "listen_port": port,
+        "descriptor": descriptor,
+        "edge": edge,
+        "admin_socket": admin_socket,
+        "web_dir": web_dir,
+    }
     if target == "compose":
         return bootstrap(tracing="w3c", collector="otel-collector:4317", **common)
     if target == "ecs":
@@ -611,7 +671,8 @@ def serve(target: str, port: int, admin_socket: str, environ=os.environ) -> None
     config = Path(environ.get("HW_ENVOY_CONFIG", "/tmp/envoy.yaml"))
     config.touch(mode=0o600)
     descriptor = environ.get("HW_ENVOY_DESCRIPTOR", CONTAINER_DESCRIPTOR)
-    config.write_text(render(container_bootstrap(target, edge, port, admin_socket, descriptor)))
+    web_dir = environ.get("HW_ENVOY_WEB", CONTAINER_WEB)
+    config.write_text(render(container_bootstrap(target, edge, port, admin_socket, descriptor, web_dir)))
     binary = envoy_binary()
     os.execvp(binary, [binary, "-c", str(config), "--log-level", "warning", "--disable-hot-restart"])
 

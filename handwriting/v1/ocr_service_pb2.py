@@ -24,11 +24,12 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
+from handwriting.v1 import geometry_pb2 as handwriting_dot_v1_dot_geometry__pb2
 from handwriting.v1 import image_pb2 as handwriting_dot_v1_dot_image__pb2
 from handwriting.v1 import page_pb2 as handwriting_dot_v1_dot_page__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n handwriting/v1/ocr_service.proto\x12\x0ehandwriting.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1ahandwriting/v1/image.proto\x1a\x19handwriting/v1/page.proto\"e\n\x15UploadDocumentRequest\x12\"\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x1b\n\x13min_detection_score\x18\x02 \x01(\x02\x12\x0b\n\x03\x64pi\x18\x03 \x01(\x05\"S\n\x16ProcessDocumentRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x1b\n\x13min_detection_score\x18\x02 \x01(\x02\x12\x0b\n\x03\x64pi\x18\x03 \x01(\x05\"\x8f\x01\n\x16UploadDocumentResponse\x12\x13\n\x0bpage_number\x18\x01 \x01(\x05\x12\x12\n\npage_count\x18\x02 \x01(\x05\x12\"\n\x04page\x18\x03 \x01(\x0b\x32\x14.handwriting.v1.Page\x12(\n\x07timings\x18\x04 \x01(\x0b\x32\x17.handwriting.v1.Timings\"\x90\x01\n\x17ProcessDocumentResponse\x12\x13\n\x0bpage_number\x18\x01 \x01(\x05\x12\x12\n\npage_count\x18\x02 \x01(\x05\x12\"\n\x04page\x18\x03 \x01(\x0b\x32\x14.handwriting.v1.Page\x12(\n\x07timings\x18\x04 \x01(\x0b\x32\x17.handwriting.v1.Timings\"W\n\x12ProcessPageRequest\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.handwriting.v1.Image\x12\x1b\n\x13min_detection_score\x18\x02 \x01(\x02\"c\n\x13ProcessPageResponse\x12\"\n\x04page\x18\x01 \x01(\x0b\x32\x14.handwriting.v1.Page\x12(\n\x07timings\x18\x02 \x01(\x0b\x32\x17.handwriting.v1.Timings\"W\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x02\x12\x11\n\tdetect_ms\x18\x02 \x01(\x02\x12\x14\n\x0crecognize_ms\x18\x03 \x01(\x02\x12\x10\n\x08total_ms\x18\x04 \x01(\x02\x32\x93\x03\n\nOcrService\x12t\n\x0bProcessPage\x12\".handwriting.v1.ProcessPageRequest\x1a#.handwriting.v1.ProcessPageResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/pages:process:\x01*\x12\x86\x01\n\x0fProcessDocument\x12&.handwriting.v1.ProcessDocumentRequest\x1a\'.handwriting.v1.ProcessDocumentResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/documents:process:\x01*0\x01\x12\x85\x01\n\x0eUploadDocument\x12%.handwriting.v1.UploadDocumentRequest\x1a&.handwriting.v1.UploadDocumentResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x14/v1/documents:upload:\x04\x66ile0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n handwriting/v1/ocr_service.proto\x12\x0ehandwriting.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1dhandwriting/v1/geometry.proto\x1a\x1ahandwriting/v1/image.proto\x1a\x19handwriting/v1/page.proto\"r\n\x06\x45xport\x12,\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1c.handwriting.v1.ExportFormat\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\x16\n\x0e\x66ile_extension\x18\x04 \x01(\t\"y\n\x11\x45xportPageRequest\x12\"\n\x04page\x18\x01 \x01(\x0b\x32\x14.handwriting.v1.Page\x12,\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1c.handwriting.v1.ExportFormat\x12\x12\n\nimage_name\x18\x03 \x01(\t\"<\n\x12\x45xportPageResponse\x12&\n\x06\x65xport\x18\x01 \x01(\x0b\x32\x16.handwriting.v1.Export\"\xbf\x01\n\x17SubmitCorrectionRequest\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.handwriting.v1.Image\x12\x33\n\rbounding_poly\x18\x02 \x01(\x0b\x32\x1c.handwriting.v1.BoundingPoly\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x17\n\x0frecognized_text\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x02\x12\x0e\n\x06source\x18\x06 \x01(\t\"1\n\x18SubmitCorrectionResponse\x12\x15\n\rcorrection_id\x18\x01 \x01(\t\"\xb0\x01\n\x15UploadDocumentRequest\x12\"\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x1b\n\x13min_detection_score\x18\x02 \x01(\x02\x12\x0b\n\x03\x64pi\x18\x03 \x01(\x05\x12-\n\x07\x66ormats\x18\x04 \x03(\x0e\x32\x1c.handwriting.v1.ExportFormat\x12\x1a\n\x12include_page_image\x18\x05 \x01(\x08\"\x9e\x01\n\x16ProcessDocumentRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x1b\n\x13min_detection_score\x18\x02 \x01(\x02\x12\x0b\n\x03\x64pi\x18\x03 \x01(\x05\x12-\n\x07\x66ormats\x18\x04 \x03(\x0e\x32\x1c.handwriting.v1.ExportFormat\x12\x1a\n\x12include_page_image\x18\x05 \x01(\x08\"\xe3\x01\n\x16UploadDocumentResponse\x12\x13\n\x0bpage_number\x18\x01 \x01(\x05\x12\x12\n\npage_count\x18\x02 \x01(\x05\x12\"\n\x04page\x18\x03 \x01(\x0b\x32\x14.handwriting.v1.Page\x12(\n\x07timings\x18\x04 \x01(\x0b\x32\x17.handwriting.v1.Timings\x12\'\n\x07\x65xports\x18\x05 \x03(\x0b\x32\x16.handwriting.v1.Export\x12)\n\npage_image\x18\x06 \x01(\x0b\x32\x15.handwriting.v1.Image\"\xe4\x01\n\x17ProcessDocumentResponse\x12\x13\n\x0bpage_number\x18\x01 \x01(\x05\x12\x12\n\npage_count\x18\x02 \x01(\x05\x12\"\n\x04page\x18\x03 \x01(\x0b\x32\x14.handwriting.v1.Page\x12(\n\x07timings\x18\x04 \x01(\x0b\x32\x17.handwriting.v1.Timings\x12\'\n\x07\x65xports\x18\x05 \x03(\x0b\x32\x16.handwriting.v1.Export\x12)\n\npage_image\x18\x06 \x01(\x0b\x32\x15.handwriting.v1.Image\"\x86\x01\n\x12ProcessPageRequest\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.handwriting.v1.Image\x12\x1b\n\x13min_detection_score\x18\x02 \x01(\x02\x12-\n\x07\x66ormats\x18\x03 \x03(\x0e\x32\x1c.handwriting.v1.ExportFormat\"\x8c\x01\n\x13ProcessPageResponse\x12\"\n\x04page\x18\x01 \x01(\x0b\x32\x14.handwriting.v1.Page\x12(\n\x07timings\x18\x02 \x01(\x0b\x32\x17.handwriting.v1.Timings\x12\'\n\x07\x65xports\x18\x03 \x03(\x0b\x32\x16.handwriting.v1.Export\"W\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x02\x12\x11\n\tdetect_ms\x18\x02 \x01(\x02\x12\x14\n\x0crecognize_ms\x18\x03 \x01(\x02\x12\x10\n\x08total_ms\x18\x04 \x01(\x02*\x91\x01\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XPORT_FORMAT_TEXT\x10\x01\x12\x16\n\x12\x45XPORT_FORMAT_HOCR\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_ALTO\x10\x03\x12\x1a\n\x16\x45XPORT_FORMAT_PAGE_XML\x10\x04\x32\x89\x05\n\nOcrService\x12t\n\x0bProcessPage\x12\".handwriting.v1.ProcessPageRequest\x1a#.handwriting.v1.ProcessPageResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/pages:process:\x01*\x12\x86\x01\n\x0fProcessDocument\x12&.handwriting.v1.ProcessDocumentRequest\x1a\'.handwriting.v1.ProcessDocumentResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/documents:process:\x01*0\x01\x12\x85\x01\n\x0eUploadDocument\x12%.handwriting.v1.UploadDocumentRequest\x1a&.handwriting.v1.UploadDocumentResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x14/v1/documents:upload:\x04\x66ile0\x01\x12p\n\nExportPage\x12!.handwriting.v1.ExportPageRequest\x1a\".handwriting.v1.ExportPageResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/pages:export:\x01*\x12\x81\x01\n\x10SubmitCorrection\x12\'.handwriting.v1.SubmitCorrectionRequest\x1a(.handwriting.v1.SubmitCorrectionResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/corrections:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,20 +42,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OCRSERVICE'].methods_by_name['ProcessDocument']._serialized_options = b'\202\323\344\223\002\032\"\025/v1/documents:process:\001*'
   _globals['_OCRSERVICE'].methods_by_name['UploadDocument']._loaded_options = None
   _globals['_OCRSERVICE'].methods_by_name['UploadDocument']._serialized_options = b'\202\323\344\223\002\034\"\024/v1/documents:upload:\004file'
-  _globals['_UPLOADDOCUMENTREQUEST']._serialized_start=164
-  _globals['_UPLOADDOCUMENTREQUEST']._serialized_end=265
-  _globals['_PROCESSDOCUMENTREQUEST']._serialized_start=267
-  _globals['_PROCESSDOCUMENTREQUEST']._serialized_end=350
-  _globals['_UPLOADDOCUMENTRESPONSE']._serialized_start=353
-  _globals['_UPLOADDOCUMENTRESPONSE']._serialized_end=496
-  _globals['_PROCESSDOCUMENTRESPONSE']._serialized_start=499
-  _globals['_PROCESSDOCUMENTRESPONSE']._serialized_end=643
-  _globals['_PROCESSPAGEREQUEST']._serialized_start=645
-  _globals['_PROCESSPAGEREQUEST']._serialized_end=732
-  _globals['_PROCESSPAGERESPONSE']._serialized_start=734
-  _globals['_PROCESSPAGERESPONSE']._serialized_end=833
-  _globals['_TIMINGS']._serialized_start=835
-  _globals['_TIMINGS']._serialized_end=922
-  _globals['_OCRSERVICE']._serialized_start=925
-  _globals['_OCRSERVICE']._serialized_end=1328
+  _globals['_OCRSERVICE'].methods_by_name['ExportPage']._loaded_options = None
+  _globals['_OCRSERVICE'].methods_by_name['ExportPage']._serialized_options = b'\202\323\344\223\002\025\"\020/v1/pages:export:\001*'
+  _globals['_OCRSERVICE'].methods_by_name['SubmitCorrection']._loaded_options = None
+  _globals['_OCRSERVICE'].methods_by_name['SubmitCorrection']._serialized_options = b'\202\323\344\223\002\024\"\017/v1/corrections:\001*'
+  _globals['_EXPORTFORMAT']._serialized_start=1912
+  _globals['_EXPORTFORMAT']._serialized_end=2057
+  _globals['_EXPORT']._serialized_start=195
+  _globals['_EXPORT']._serialized_end=309
+  _globals['_EXPORTPAGEREQUEST']._serialized_start=311
+  _globals['_EXPORTPAGEREQUEST']._serialized_end=432
+  _globals['_EXPORTPAGERESPONSE']._serialized_start=434
+  _globals['_EXPORTPAGERESPONSE']._serialized_end=494
+  _globals['_SUBMITCORRECTIONREQUEST']._serialized_start=497
+  _globals['_SUBMITCORRECTIONREQUEST']._serialized_end=688
+  _globals['_SUBMITCORRECTIONRESPONSE']._serialized_start=690
+  _globals['_SUBMITCORRECTIONRESPONSE']._serialized_end=739
+  _globals['_UPLOADDOCUMENTREQUEST']._serialized_start=742
+  _globals['_UPLOADDOCUMENTREQUEST']._serialized_end=918
+  _globals['_PROCESSDOCUMENTREQUEST']._serialized_start=921
+  _globals['_PROCESSDOCUMENTREQUEST']._serialized_end=1079
+  _globals['_UPLOADDOCUMENTRESPONSE']._serialized_start=1082
+  _globals['_UPLOADDOCUMENTRESPONSE']._serialized_end=1309
+  _globals['_PROCESSDOCUMENTRESPONSE']._serialized_start=1312
+  _globals['_PROCESSDOCUMENTRESPONSE']._serialized_end=1540
+  _globals['_PROCESSPAGEREQUEST']._serialized_start=1543
+  _globals['_PROCESSPAGEREQUEST']._serialized_end=1677
+  _globals['_PROCESSPAGERESPONSE']._serialized_start=1680
+  _globals['_PROCESSPAGERESPONSE']._serialized_end=1820
+  _globals['_TIMINGS']._serialized_start=1822
+  _globals['_TIMINGS']._serialized_end=1909
+  _globals['_OCRSERVICE']._serialized_start=2060
+  _globals['_OCRSERVICE']._serialized_end=2709
 # @@protoc_insertion_point(module_scope)

@@ -50,6 +50,16 @@ class OcrServiceStub:
                 request_serializer=handwriting_dot_v1_dot_ocr__service__pb2.UploadDocumentRequest.SerializeToString,
                 response_deserializer=handwriting_dot_v1_dot_ocr__service__pb2.UploadDocumentResponse.FromString,
                 _registered_method=True)
+        self.ExportPage = channel.unary_unary(
+                '/handwriting.v1.OcrService/ExportPage',
+                request_serializer=handwriting_dot_v1_dot_ocr__service__pb2.ExportPageRequest.SerializeToString,
+                response_deserializer=handwriting_dot_v1_dot_ocr__service__pb2.ExportPageResponse.FromString,
+                _registered_method=True)
+        self.SubmitCorrection = channel.unary_unary(
+                '/handwriting.v1.OcrService/SubmitCorrection',
+                request_serializer=handwriting_dot_v1_dot_ocr__service__pb2.SubmitCorrectionRequest.SerializeToString,
+                response_deserializer=handwriting_dot_v1_dot_ocr__service__pb2.SubmitCorrectionResponse.FromString,
+                _registered_method=True)
 
 
 class OcrServiceServicer:
@@ -79,6 +89,22 @@ class OcrServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportPage(self, request, context):
+        """ExportPage writes a page (as returned, or with words corrected) in a standard format:
+        hOCR, ALTO, PAGE-XML or plain text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitCorrection(self, request, context):
+        """SubmitCorrection stores a word's image with the text a person says it reads, as training data for
+        the recognizer (`python -m training.finetune_corrections`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OcrServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +122,16 @@ def add_OcrServiceServicer_to_server(servicer, server):
                     servicer.UploadDocument,
                     request_deserializer=handwriting_dot_v1_dot_ocr__service__pb2.UploadDocumentRequest.FromString,
                     response_serializer=handwriting_dot_v1_dot_ocr__service__pb2.UploadDocumentResponse.SerializeToString,
+            ),
+            'ExportPage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportPage,
+                    request_deserializer=handwriting_dot_v1_dot_ocr__service__pb2.ExportPageRequest.FromString,
+                    response_serializer=handwriting_dot_v1_dot_ocr__service__pb2.ExportPageResponse.SerializeToString,
+            ),
+            'SubmitCorrection': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitCorrection,
+                    request_deserializer=handwriting_dot_v1_dot_ocr__service__pb2.SubmitCorrectionRequest.FromString,
+                    response_serializer=handwriting_dot_v1_dot_ocr__service__pb2.SubmitCorrectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +216,60 @@ class OcrService:
             '/handwriting.v1.OcrService/UploadDocument',
             handwriting_dot_v1_dot_ocr__service__pb2.UploadDocumentRequest.SerializeToString,
             handwriting_dot_v1_dot_ocr__service__pb2.UploadDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportPage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/handwriting.v1.OcrService/ExportPage',
+            handwriting_dot_v1_dot_ocr__service__pb2.ExportPageRequest.SerializeToString,
+            handwriting_dot_v1_dot_ocr__service__pb2.ExportPageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitCorrection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/handwriting.v1.OcrService/SubmitCorrection',
+            handwriting_dot_v1_dot_ocr__service__pb2.SubmitCorrectionRequest.SerializeToString,
+            handwriting_dot_v1_dot_ocr__service__pb2.SubmitCorrectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from handwriting.v1 import geometry_pb2 as handwriting_dot_v1_dot_geometry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19handwriting/v1/page.proto\x12\x0ehandwriting.v1\x1a\x1dhandwriting/v1/geometry.proto\"l\n\x04Page\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\x12#\n\x05lines\x18\x04 \x03(\x0b\x32\x14.handwriting.v1.Line\x12\x12\n\nconfidence\x18\x05 \x01(\x02\"\x82\x01\n\x04Line\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x33\n\rbounding_poly\x18\x02 \x01(\x0b\x32\x1c.handwriting.v1.BoundingPoly\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12#\n\x05words\x18\x04 \x03(\x0b\x32\x14.handwriting.v1.Word\"{\n\x04Word\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x33\n\rbounding_poly\x18\x02 \x01(\x0b\x32\x1c.handwriting.v1.BoundingPoly\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x1c\n\x14\x64\x65tection_confidence\x18\x04 \x01(\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19handwriting/v1/page.proto\x12\x0ehandwriting.v1\x1a\x1dhandwriting/v1/geometry.proto\"l\n\x04Page\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\x12#\n\x05lines\x18\x04 \x03(\x0b\x32\x14.handwriting.v1.Line\x12\x12\n\nconfidence\x18\x05 \x01(\x02\"\x82\x01\n\x04Line\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x33\n\rbounding_poly\x18\x02 \x01(\x0b\x32\x1c.handwriting.v1.BoundingPoly\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12#\n\x05words\x18\x04 \x03(\x0b\x32\x14.handwriting.v1.Word\"\x91\x01\n\x04Word\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x33\n\rbounding_poly\x18\x02 \x01(\x0b\x32\x1c.handwriting.v1.BoundingPoly\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x1c\n\x14\x64\x65tection_confidence\x18\x04 \x01(\x02\x12\x14\n\x0cneeds_review\x18\x05 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAGE']._serialized_end=184
   _globals['_LINE']._serialized_start=187
   _globals['_LINE']._serialized_end=317
-  _globals['_WORD']._serialized_start=319
-  _globals['_WORD']._serialized_end=442
+  _globals['_WORD']._serialized_start=320
+  _globals['_WORD']._serialized_end=465
 # @@protoc_insertion_point(module_scope)

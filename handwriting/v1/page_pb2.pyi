@@ -34,13 +34,15 @@ class Line(_message.Message):
     def __init__(self, text: _Optional[str] = ..., bounding_poly: _Optional[_Union[_geometry_pb2.BoundingPoly, _Mapping]] = ..., confidence: _Optional[float] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ...) -> None: ...
 
 class Word(_message.Message):
-    __slots__ = ("text", "bounding_poly", "confidence", "detection_confidence")
+    __slots__ = ("text", "bounding_poly", "confidence", "detection_confidence", "needs_review")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     BOUNDING_POLY_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     DETECTION_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_REVIEW_FIELD_NUMBER: _ClassVar[int]
     text: str
     bounding_poly: _geometry_pb2.BoundingPoly
     confidence: float
     detection_confidence: float
-    def __init__(self, text: _Optional[str] = ..., bounding_poly: _Optional[_Union[_geometry_pb2.BoundingPoly, _Mapping]] = ..., confidence: _Optional[float] = ..., detection_confidence: _Optional[float] = ...) -> None: ...
+    needs_review: bool
+    def __init__(self, text: _Optional[str] = ..., bounding_poly: _Optional[_Union[_geometry_pb2.BoundingPoly, _Mapping]] = ..., confidence: _Optional[float] = ..., detection_confidence: _Optional[float] = ..., needs_review: _Optional[bool] = ...) -> None: ...

@@ -141,4 +141,8 @@ class OrchestratorSettings(ServerSettings, ImageLimits):
     # before their image is decoded. Two cores read about one page a second: 8 is 8 s of queued work.
     max_pages_in_flight: int = 8
     max_concurrent_decodes: int = 2  # images decoded at once, in threads off the event loop (memory bound)
+    # words read with a confidence under this are flagged needs_review (in the response and every export format)
+    review_below: float = 0.5
+    # where SubmitCorrection keeps word crops and their corrected text: a directory, or s3://bucket/prefix
+    corrections_uri: str = "corrections"
     service_name: str = "orchestrator"

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import time
+import unicodedata
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from handwriting import formats
 from handwriting.v1 import detector_service_pb2_grpc as detector_grpc
+from handwriting.v1 import image_pb2
 from handwriting.v1 import ocr_service_pb2 as pb
 from handwriting.v1 import ocr_service_pb2_grpc as pb_grpc
 from handwriting.v1 import recognizer_service_pb2_grpc as recognizer_grpc
-from services.common import errors
+from services.common import errors, geometry
+from services.common.crops import cut_crop
 from services.common.documents import open_document
 from services.common.images import ImageError, image_from_proto
 from services.common.server import RunningServer, channel_options, create_server, run
 from services.common.servicer import rpc_errors
 from services.common.settings import OrchestratorSettings
 from services.common.tracing import client_interceptors, span
+from services.orchestrator.corrections import CorrectionStore, open_store
 from services.orchestrator.downstream import DownstreamError, GrpcDetector, GrpcRecognizer
 from services.orchestrator.pipeline import OcrPipeline, PipelineOptions
 
@@ -47,10 +53,15 @@ STAGE_RETRIES = json.dumps(
 )
 
 
+MAX_CORRECTION_CHARS = 127  # what the recognizer's decoder can be taught (128 positions with its end token)
+PAGE_IMAGE_QUALITY = 92  # JPEG quality of the page images ProcessDocument returns on request
+
+
 class OcrServicer(pb_grpc.OcrServiceServicer):
-    def __init__(self, settings: OrchestratorSettings, pipeline: OcrPipeline):
+    def __init__(self, settings: OrchestratorSettings, pipeline: OcrPipeline, store: CorrectionStore | None = None):
         self.settings = settings
         self.pipeline = pipeline
+        self.store = store or open_store(settings.corrections_uri)
         self.in_flight = 0
         self.decodes = asyncio.Semaphore(settings.max_concurrent_decodes)
 
@@ -61,13 +72,15 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
             deadline = self._deadline(context)
             async with rpc_errors(context):
                 _check_score(request.min_detection_score)
+                _check_formats(request.formats)
                 with span("decode"):
                     async with self.decodes:  # in a thread: health checks and other calls go on meanwhile
                         image = await asyncio.to_thread(image_from_proto, request.image, self.settings, allow_raw=False)
                 decode_ms = 1000 * (time.perf_counter() - started)
                 page, timings = await self._read(image, deadline, request.min_detection_score, context, started)
                 timings.decode_ms = decode_ms
-                return pb.ProcessPageResponse(page=page, timings=timings)
+                exports = [formats.export(page, f) for f in request.formats]
+                return pb.ProcessPageResponse(page=page, timings=timings, exports=exports)
         finally:
             self.in_flight -= 1
 
@@ -79,6 +92,7 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
             deadline = self._deadline(context)
             async with rpc_errors(context):
                 _check_score(request.min_detection_score)
+                _check_formats(request.formats)
                 async with self.decodes:
                     count, pages = await asyncio.to_thread(open_document, request.content, self.settings, request.dpi)
                 for number in range(1, count + 1):
@@ -89,19 +103,66 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
                     decode_ms = 1000 * (time.perf_counter() - started)
                     page, timings = await self._read(image, deadline, request.min_detection_score, context, started)
                     timings.decode_ms = decode_ms
-                    yield pb.ProcessDocumentResponse(page_number=number, page_count=count, page=page, timings=timings)
+                    name = f"page-{number}.png"
+                    response = pb.ProcessDocumentResponse(
+                        page_number=number,
+                        page_count=count,
+                        page=page,
+                        timings=timings,
+                        exports=[formats.export(page, f, name) for f in request.formats],
+                    )
+                    if request.include_page_image:
+                        response.page_image.CopyFrom(await asyncio.to_thread(_jpeg, image))
+                    yield response
         finally:
             self.in_flight -= 1
 
     async def UploadDocument(self, request: pb.UploadDocumentRequest, context: grpc.aio.ServicerContext):
         """ProcessDocument for a file sent as the raw HTTP body (Envoy puts it in `file`)."""
         document = pb.ProcessDocumentRequest(
-            content=request.file.data, min_detection_score=request.min_detection_score, dpi=request.dpi
+            content=request.file.data,
+            min_detection_score=request.min_detection_score,
+            dpi=request.dpi,
+            formats=request.formats,
+            include_page_image=request.include_page_image,
         )
         async for r in self.ProcessDocument(document, context):
-            yield pb.UploadDocumentResponse(
-                page_number=r.page_number, page_count=r.page_count, page=r.page, timings=r.timings
-            )
+            yield pb.UploadDocumentResponse.FromString(r.SerializeToString())  # the same fields, numbered alike
+
+    async def ExportPage(self, request: pb.ExportPageRequest, context: grpc.aio.ServicerContext):
+        async with rpc_errors(context):
+            _check_formats([request.format], "format")
+            return pb.ExportPageResponse(export=formats.export(request.page, request.format, request.image_name))
+
+    async def SubmitCorrection(self, request: pb.SubmitCorrectionRequest, context: grpc.aio.ServicerContext):
+        """The word's crop, cut as the recognizer is given it, and the person's text go to the corrections store."""
+        async with rpc_errors(context):
+            text = unicodedata.normalize("NFC", request.text.strip())
+            if not 0 < len(text) <= MAX_CORRECTION_CHARS:
+                raise ImageError("BAD_TEXT", f"text must have 1 to {MAX_CORRECTION_CHARS} characters", "text")
+            if any(unicodedata.category(c).startswith("C") for c in text):
+                raise ImageError("BAD_TEXT", "text must not contain control characters", "text")
+            if not 0.0 <= request.confidence <= 1.0:
+                raise ImageError("BAD_CONFIDENCE", "confidence must be in [0, 1]", "confidence")
+            async with self.decodes:
+                image = await asyncio.to_thread(image_from_proto, request.image, self.settings, allow_raw=False)
+            points = [(v.x, v.y) for v in request.bounding_poly.vertices]
+            box = geometry.from_points(points) if points else (0, 0, 0, 0)
+            inside = (max(0, box[0]), max(0, box[1]), min(image.width, box[2]), min(image.height, box[3]))
+            if geometry.area(inside) < 4:
+                raise ImageError("BAD_BOX", "bounding_poly must enclose a word inside the image", "bounding_poly")
+            crop = await asyncio.to_thread(_png, cut_crop(image, inside))
+            record = {
+                "text": text,
+                "recognized_text": request.recognized_text,
+                "confidence": round(request.confidence, 4),
+                "source": request.source[:200],
+                "box": list(inside),
+                "image_size": [image.width, image.height],
+            }
+            correction_id = await asyncio.to_thread(self.store.put, crop, record)
+            logger.info("correction", extra={"id": correction_id, "chars": len(text)})
+            return pb.SubmitCorrectionResponse(correction_id=correction_id)
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> None:
         """Admission first, before any work: a page that cannot start now is refused in microseconds."""
@@ -134,6 +195,7 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
                     {"stage": failure.stage},
                 )
             )
+        formats.flag_for_review(result.page, self.settings.review_below)
         total_ms = 1000 * (time.perf_counter() - started)
         logger.info(
             "page", extra={"words": sum(len(line.words) for line in result.page.lines), "total_ms": round(total_ms, 1)}
@@ -145,6 +207,25 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
 def _check_score(score: float) -> None:
     if not 0.0 <= score <= 1.0:
         raise ImageError("BAD_SCORE", "min_detection_score must be in [0, 1]", "min_detection_score")
+
+
+def _check_formats(requested, field: str = "formats") -> None:
+    for value in requested:
+        if value not in formats.EXPORT_FORMATS:
+            names = ", ".join(pb.ExportFormat.Name(f) for f in formats.EXPORT_FORMATS)
+            raise ImageError("BAD_FORMAT", f"unknown export format {value}: use one of {names}", field)
+
+
+def _png(image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def _jpeg(image) -> image_pb2.Image:
+    out = io.BytesIO()
+    image.convert("RGB").save(out, "JPEG", quality=PAGE_IMAGE_QUALITY)
+    return image_pb2.Image(content=out.getvalue(), mime_type="image/jpeg")
 
 
 async def watch_stages(running: RunningServer, channels: dict[str, grpc.aio.Channel], interval: float = 1.0) -> None:
