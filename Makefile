@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 export YOLO_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo serve test protos check-protos lint data train-detector train-recognizer evaluate models
+.PHONY: setup demo serve test containers protos check-protos lint data train-detector train-recognizer evaluate models
 
 setup: $(VENV)/.installed
 
@@ -47,3 +47,7 @@ train-recognizer: setup
 
 evaluate: setup
 	PYTHONPATH=. $(PY) -m training.evaluate --pages data/synth/pages/val
+
+## Containers: build every image on a local base, run the compose stack on the CPU, OCR through it, stop it.
+containers: setup
+	PYTHONPATH=. $(PY) -m deploy.containers

@@ -139,6 +139,41 @@ class OcrClient:
         except grpc.RpcError as error:
             raise OcrError.from_rpc_error(error) from error
 
+    def export_page(
+        self, page, export_format: int | str, image_name: str = "page.png", timeout: float | None = None
+    ) -> ocr_service_pb2.Export:
+        """`page` (as read, or with words corrected) in a standard format: ocr_service_pb2.EXPORT_FORMAT_ALTO or
+        its name ("EXPORT_FORMAT_ALTO"). Raises OcrError."""
+        if isinstance(export_format, str):
+            export_format = ocr_service_pb2.ExportFormat.Value(export_format)
+        request = ocr_service_pb2.ExportPageRequest(page=page, format=export_format, image_name=image_name)
+        try:
+            return self.stub.ExportPage(request, timeout=timeout or self.timeout, metadata=self.metadata).export
+        except grpc.RpcError as error:
+            raise OcrError.from_rpc_error(error) from error
+
+    def submit_correction(
+        self, image: bytes | str | Path, word, text: str, source: str = "", timeout: float | None = None
+    ) -> str:
+        """Store what `word` (a Word of a page read from `image`) really reads, as training data; returns the
+        correction's id. `image` is the page (or a part of it, with the word's box moved to match). Raises
+        OcrError."""
+        content = image if isinstance(image, bytes) else Path(image).read_bytes()
+        request = ocr_service_pb2.SubmitCorrectionRequest(
+            image=image_pb2.Image(content=content),
+            bounding_poly=word.bounding_poly,
+            text=text,
+            recognized_text=word.text,
+            confidence=word.confidence,
+            source=source,
+        )
+        try:
+            return self.stub.SubmitCorrection(
+                request, timeout=timeout or self.timeout, metadata=self.metadata
+            ).correction_id
+        except grpc.RpcError as error:
+            raise OcrError.from_rpc_error(error) from error
+
     def health(self, service: str = "", timeout: float = 5.0) -> str:
         """SERVING, NOT_SERVING, or UNAVAILABLE when nothing answers."""
         return healthcheck.check(self.channel, service, timeout)

@@ -309,7 +309,10 @@ def test_gpu_metrics_are_emitted_and_their_silence_alarms(template):
     for needed in ("nvidia_gpu", "utilization_memory", "amazon-cloudwatch-agent-ctl"):
         assert needed in user_data
     alarm = template["Resources"]["GpuMemoryAlarm"]["Properties"]
-    assert alarm["MetricName"] == "nvidia_smi_utilization_memory" and alarm["TreatMissingData"] == "breaching"
+    assert (
+        alarm["MetricName"] == "nvidia_smi_utilization_memory"
+        and alarm["TreatMissingData"] == BREACHING_UNLESS_SCHEDULED
+    )
 
 
 def test_the_load_balancer_speaks_tls_to_envoy(template):
@@ -318,3 +321,56 @@ def test_the_load_balancer_speaks_tls_to_envoy(template):
     containers = template["Resources"]["FrontendTask"]["Properties"]["ContainerDefinitions"]
     envoy = next(c for c in containers if c["Name"] == "envoy")
     assert {"Name": "HW_TLS_SELF_SIGNED", "Value": "true"} in envoy["Environment"]
+
+
+# silence breaches the alarm, unless the stack is scaled to zero outside office hours on purpose
+BREACHING_UNLESS_SCHEDULED = {"Fn::If": ["OfficeHours", "notBreaching", "breaching"]}
+
+
+def test_office_hours_scale_every_stage_to_zero_and_back(template):
+    targets = resources(template, "AWS::ApplicationAutoScaling::ScalableTarget")
+    for stage in ("Detector", "Recognizer", "Frontend"):
+        condition, actions, otherwise = targets[f"{stage}ScalableTarget"]["Properties"]["ScheduledActions"]["Fn::If"]
+        assert condition == "OfficeHours" and otherwise == {"Ref": "AWS::NoValue"}
+        start, end = actions
+        assert start["Schedule"] == {"Ref": "OfficeHoursStart"} and end["Schedule"] == {"Ref": "OfficeHoursEnd"}
+        assert end["ScalableTargetAction"] == {"MinCapacity": 0, "MaxCapacity": 0}
+        assert start["ScalableTargetAction"]["MinCapacity"] == {"Ref": f"{stage}Min"}
+
+
+def test_model_stages_scale_on_their_queue_and_silent_metrics_alarm(template):
+    policies = resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    for stage in ("detector", "recognizer"):
+        config = policies[f"{stage.title()}Scaling"]["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+        metric = config["CustomizedMetricSpecification"]
+        assert (metric["Namespace"], metric["MetricName"], metric["Statistic"]) == (
+            "HandwritingOCR",
+            "QueueDepth",
+            "Average",
+        )
+        assert metric["Dimensions"] == [{"Name": "Service", "Value": stage}]
+        assert config["TargetValue"] == {"Ref": f"{stage.title()}QueueTarget"}
+    alarms = resources(template, "AWS::CloudWatch::Alarm")
+    for stage in ("Detector", "Recognizer", "Orchestrator"):
+        alarm = alarms[f"{stage}MetricsSilentAlarm"]["Properties"]
+        assert alarm["TreatMissingData"] == BREACHING_UNLESS_SCHEDULED and alarm["Statistic"] == "SampleCount"
+        assert alarm["Namespace"] == "HandwritingOCR"
+    emitting = set()
+    for task in resources(template, "AWS::ECS::TaskDefinition").values():
+        for container in task["Properties"]["ContainerDefinitions"]:
+            if {"Name": "HW_METRICS", "Value": "emf"} in container.get("Environment", []):
+                emitting.add(container["Name"])
+    assert emitting >= {"detector", "recognizer", "orchestrator"}
+
+
+def test_spot_savings_plan_and_office_hours_each_cost_less_than_on_demand():
+    setup, traffic = cost.PRESETS["single"]
+    on_demand = cost.monthly_cost(traffic, setup, PRICES)
+    for change in cost.PRICINGS.values():
+        if change:
+            cheaper = cost.monthly_cost(traffic, cost.Setup(**{**setup.__dict__, **change}), PRICES)
+            assert cheaper["total"] < on_demand["total"], change
+    office = cost.monthly_cost(traffic, cost.Setup(**{**setup.__dict__, "office_hours": True}), PRICES)
+    # one instance for 60 of the week's 168 hours
+    assert office["lines"]["GPU instances"] == pytest.approx(on_demand["lines"]["GPU instances"] * 60 / 168)
+    assert "| office hours only, Spot |" in cost.compare(traffic, setup, PRICES)

@@ -33,11 +33,19 @@ def tool(name: str) -> str:
     return found
 
 
-def compose_config(*files: str) -> dict:
+def compose_config(*files: str, env: dict | None = None) -> dict:
+    import os
+
     command = [tool("docker-compose")]
     for file in files:
         command += ["-f", str(REPO_ROOT / file)]
-    result = subprocess.run([*command, "config", "--format", "json"], capture_output=True, text=True, cwd=REPO_ROOT)
+    result = subprocess.run(
+        [*command, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -58,6 +66,23 @@ def test_cpu_override_drops_the_gpu_reservations():
     for name in ("detector", "recognizer"):
         assert not services[name].get("deploy")
         assert services[name]["environment"]["HW_DEVICE"] == "cpu"
+
+
+def test_make_containers_runs_the_cpu_stack_on_loopback_with_a_key_and_no_collector():
+    """deploy/containers.py runs it (`make containers`, a Docker engine needed: not in CI, see the README)."""
+    from deploy import containers
+
+    env = {"HW_API_KEYS": "containers:" + "k" * 24, "HW_ENVOY_PUBLISH": "127.0.0.1:18080"}
+    config = compose_config(*containers.COMPOSE_FILES, env=env)
+    services = config["services"]
+    assert set(services) == {"envoy", "orchestrator", "detector", "recognizer"}  # the collector: profile off
+    assert services["envoy"]["ports"] == [
+        {"mode": "ingress", "host_ip": "127.0.0.1", "target": 8080, "published": "18080", "protocol": "tcp"}
+    ]
+    assert services["envoy"]["environment"]["HW_API_KEYS"] == env["HW_API_KEYS"]
+    assert all(services[name]["environment"]["HW_TRACING"] == "off" for name in ("orchestrator", "recognizer"))
+    assert services["orchestrator"]["volumes"][0]["target"] == "/data/corrections"
+    assert {image for _, image in containers.IMAGES.values()} == {s["image"] for s in services.values()}
 
 
 @pytest.mark.parametrize("name", sorted(DOCKERFILES))

@@ -226,6 +226,22 @@ def test_formats_page_images_exports_and_corrections_over_rest(stack, sample_pag
     assert rest(stack, "/v1/corrections", correction, key=None)[0] == 401
 
 
+def test_the_client_exports_and_corrects_through_envoy(stack, sample_page):
+    from services.orchestrator.corrections import DirectoryStore
+
+    with OcrClient(f"127.0.0.1:{stack.config.envoy_port}", api_key=KEY) as client:
+        response = client.process_page(sample_page)
+        word = response.page.lines[1].words[0]
+        alto = client.export_page(response.page, "EXPORT_FORMAT_ALTO", "sample.png")
+        correction_id = client.submit_correction(sample_page, word, "Written", source="sample.png")
+        with pytest.raises(OcrError) as caught:
+            client.export_page(response.page, 0)
+    assert alto.file_extension == ".alto.xml" and f'CONTENT="{word.text}"' in alto.content
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and caught.value.reason == "BAD_FORMAT"
+    records = {i: r for i, _, r in DirectoryStore(stack.config.extra_env["HW_CORRECTIONS_URI"]).items()}
+    assert records[correction_id]["recognized_text"] == word.text and records[correction_id]["text"] == "Written"
+
+
 def test_the_web_page_reads_the_sample_page_and_takes_a_correction_in_chromium(stack, sample_page, tmp_path):
     """The page Envoy serves at /, in Debian's chromium driven by Playwright: upload the sample page, see a box
     over each word and the text, correct a word (stored), download ALTO."""

@@ -475,3 +475,18 @@ def test_the_s3_store_keeps_the_same_objects():
         keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="hw-corrections")["Contents"])
         assert all(key.startswith("staging/") for key in keys) and len(keys) == 4
     assert isinstance(open_store("s3://bucket/prefix"), S3Store)
+
+
+async def test_with_emf_metrics_on_the_orchestrator_writes_pages_latencies_and_pages_in_flight(stage, capsys):
+    from tests.test_shared_code import emf_records
+
+    _, _, start = stage
+    stub, server = await start(metrics="emf", metrics_interval_seconds=0.2)
+    await stub.ProcessPage(page_request(), timeout=10)
+    await asyncio.sleep(0.5)
+    await server.stop(0)  # the last record is written on the way out
+    records = [r for r in emf_records(capsys.readouterr().out) if r.get("Service") == "orchestrator"]
+    assert sum(r["Pages"] for r in records) == 1 and all(r["PagesInFlight"] == 0 for r in records)
+    timed = [r for r in records if "PageMs" in r]
+    assert len(timed) == 1 and timed[0]["PageMs"] > 0 and "RecognizeMs" in timed[0]
+    assert len(records) >= 2  # a record every interval, pages or not: silence means the service stopped

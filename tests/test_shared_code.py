@@ -193,3 +193,39 @@ async def test_batching_runner_honours_deadlines_queue_limit_and_failures():
     assert [2] not in model.calls and ["boom"] in model.calls  # the expired request never ran
     assert await runner.run([4]) == [40]  # the runner goes on after a failure
     runner.close()
+
+
+def emf_records(text: str) -> list[dict]:
+    """The CloudWatch Embedded Metric Format records among the lines of `text`."""
+    import json
+
+    records = []
+    for line in text.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            records.append(json.loads(line))
+    return records
+
+
+async def test_metrics_are_written_as_emf_records_with_counts_values_and_gauges(capsys):
+    from services.common.metrics import NAMESPACE, Metrics
+
+    metrics = Metrics("recognizer", enabled=True)
+    metrics.declare_counts("Crops", "Batches")
+    metrics.gauge("QueueDepth", lambda: 7)
+    metrics.count("Crops", 85)
+    metrics.observe("BatchMs", 120.0)
+    metrics.observe("BatchMs", 80.0)
+    await metrics.flush()
+    await metrics.flush()  # nothing happened since: counts of 0, the gauge as it is
+    first, second = emf_records(capsys.readouterr().out)
+    directive = first["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == NAMESPACE and directive["Dimensions"] == [["Service"]]
+    assert {m["Name"] for m in directive["Metrics"]} == {"Crops", "Batches", "BatchMs", "QueueDepth"}
+    assert (first["Service"], first["Crops"], first["Batches"], first["QueueDepth"]) == ("recognizer", 85, 0, 7)
+    assert first["BatchMs"] == [120.0, 80.0]
+    assert (second["Crops"], second["QueueDepth"]) == (0, 7) and "BatchMs" not in second
+
+    off = Metrics("recognizer", enabled=False)
+    off.count("Crops")
+    await off.run()  # returns at once: nothing is written when metrics are off
+    assert not emf_records(capsys.readouterr().out) and not off.counts

@@ -5,8 +5,8 @@
     python -m training.finetune_corrections --corrections s3://bucket/corrections ...   # the AWS store
 
 The crops in the store were cut by `cut_crop`, as the service cuts them, so they are trained on as they are
-(with the usual box jitter). The encoder stays frozen (it keeps what it knows of real ink); the decoder and the
-CTC head learn, from batches drawn half from the corrections and half from `--replay` crops (a dataset folder
+(with the usual box jitter). The encoder stays frozen (it keeps what it knows of real ink); its CTC head and the
+decoder learn, from batches drawn half from the corrections and half from `--replay` crops (a dataset folder
 with labels.tsv, such as the synthetic training crops) so that the model does not forget the rest. Corrected
 words that the lexicon lacks are added to the new model's lexicon, so its prior stops pulling them away.
 
@@ -18,6 +18,7 @@ HW_RECOGNIZER_MODEL_DIR=<out>; commit it as the shipped model only when its card
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import random
@@ -37,11 +38,12 @@ from training.train_recognizer import Trainer, jitter_crop, read_split
 
 CONFIG = {
     "freeze_encoder": True,
-    "train_ctc_head": True,
+    "train_encoder_parts": ["ctc_head"],
     "ctc_weight": 1.0,
     "learning_rate": 1e-3,
     "batch_size": 16,
     "box_jitter": 0.05,
+    "replay_share": 0.5,  # of each batch, from --replay
 }
 ADDED_WORD_ZIPF = 4.0  # a corrected word the lexicon lacks is taken as a common word (zipf 4: once in 10,000)
 
@@ -52,12 +54,13 @@ def load_corrections(uri: str) -> list[tuple[Image.Image, str]]:
     for _, crop, record in open_store(uri).items():
         text = record["text"]
         if all(c in compact_trocr.CTC_INDEX or c == " " for c in text):
-            rows.append((Image.open(io.BytesIO(crop)).convert("L"), text))
+            rows.append((text, hashlib.sha256(crop).hexdigest(), crop))
         else:
             skipped += 1
     if skipped:
         print(f"{skipped} corrections skipped: characters outside the recognizer's set")
-    return rows
+    # in an order that does not depend on the ids (random), so that a run with the same seed is the same run
+    return [(Image.open(io.BytesIO(crop)).convert("L"), text) for text, _, crop in sorted(rows)]
 
 
 def read(model_dir: Path, crops: list[Image.Image]) -> list[str]:
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         checkpoint, {**CONFIG, "max_length": checkpoint.model.config.decoder.max_position_embeddings}, "cpu"
     )
     trainer.train(True)
-    started, half = time.perf_counter(), CONFIG["batch_size"] // 2 if replay else CONFIG["batch_size"]
+    size = CONFIG["batch_size"]
+    started, half = time.perf_counter(), round(size * (1 - CONFIG["replay_share"])) if replay else size
     for step in range(1, args.steps + 1):
         batch = [rng.choice(corrections) for _ in range(half)]
         batch += [rng.choice(replay) for _ in range(CONFIG["batch_size"] - half)] if replay else []

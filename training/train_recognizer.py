@@ -139,14 +139,17 @@ class Trainer:
         model = checkpoint.model.to(device).train()
         self.frozen = bool(config.get("freeze_encoder"))
         has_ctc = hasattr(model.encoder, "ctc_logits")
-        # with a frozen encoder, its CTC head alone may still learn (`train_ctc_head`): the fine-tuning on corrections
-        ctc_head_learns = has_ctc and self.frozen and bool(config.get("train_ctc_head"))
+        # a frozen encoder may keep some parts learning (`train_encoder_parts`, such as its neck and CTC head: the
+        # fine-tuning on corrections); its batch norms stay as loaded either way
+        parts = config.get("train_encoder_parts", []) if self.frozen else []
         if self.frozen:
             model.encoder.requires_grad_(False)
             model.encoder.eval()
-            if ctc_head_learns:
-                model.encoder.ctc_head.requires_grad_(True)
-        self.ctc_weight = config.get("ctc_weight", 0) if has_ctc and (not self.frozen or ctc_head_learns) else 0
+            for part in parts:
+                getattr(model.encoder, part).requires_grad_(True)
+        self.encoder_learns = not self.frozen or bool(parts)
+        ctc_learns = has_ctc and (not self.frozen or "ctc_head" in parts)
+        self.ctc_weight = config.get("ctc_weight", 0) if ctc_learns else 0
         self.ctc_loss = torch.nn.CTCLoss(blank=0, zero_infinity=True)
         self.decoder_start = model.config.decoder_start_token_id
         self.eos = model.generation_config.eos_token_id
@@ -163,7 +166,7 @@ class Trainer:
         model = self.checkpoint.model
         pixel_values = self.checkpoint.preprocess(crops).to(self.device)
         labels = label_ids(self.checkpoint.tokenizer, texts, self.decoder_start, self.eos, self.config["max_length"])
-        with torch.set_grad_enabled(not self.frozen):
+        with torch.set_grad_enabled(self.encoder_learns):
             encoder_outputs = model.encoder(pixel_values=pixel_values)
         loss = model(encoder_outputs=encoder_outputs, labels=labels.to(self.device)).loss
         if self.ctc_weight:

@@ -3,6 +3,7 @@
     python -m deploy.aws.cost --requests-per-day 5000 --pages-per-request 2
     python -m deploy.aws.cost --preset single        # one g4dn.xlarge for both model stages, 24/7
     python -m deploy.aws.cost --preset autoscaled    # 1-3 instances per stage, auto-scaled
+    python -m deploy.aws.cost --preset single --compare   # on-demand, Spot, Savings Plan, office hours side by side
 
 Prices (with their date) are in deploy/aws/prices.json. Model instances per hour follow the
 traffic: a day has `busy_hours` at `peak_factor` times the quiet rate; each stage runs enough
@@ -33,6 +34,8 @@ class Traffic:
 class Setup:
     instance_type: str = "g4dn.xlarge"
     spot: bool = False
+    savings_plan: bool = False  # a 1-year Savings Plan covering the instances that always run (the minimum)
+    office_hours: bool = False  # OfficeHoursOnly=true: every stage at zero outside office hours
     shared_gpu: bool = False  # both model stages on the same instance(s)
     detector_min: int = 1
     detector_max: int = 3
@@ -73,9 +76,15 @@ def monthly_cost(traffic: Traffic, setup: Setup, prices: dict) -> dict:
         hourly *= 1 - prices["spot_discount"]
     seconds = prices["per_page"][setup.per_page]
     busy, quiet = hourly_pages(traffic)
+    # with office hours, the day's pages all come in the busy hours (the stack is at zero the rest of the week)
+    office = prices["office_hours_per_week"]["hours"] / (24 * 7) if setup.office_hours else 1.0
+    if setup.office_hours:
+        busy = traffic.requests_per_day * traffic.pages_per_request / traffic.busy_hours
 
     def average_instances(stage_seconds: float, low: int, high: int) -> float:
         at_busy = instances_needed(busy, stage_seconds, setup.target_utilization, low, high)
+        if setup.office_hours:
+            return at_busy * office
         at_quiet = instances_needed(quiet, stage_seconds, setup.target_utilization, low, high)
         return (at_busy * traffic.busy_hours + at_quiet * (24 - traffic.busy_hours)) / 24
 
@@ -96,11 +105,22 @@ def monthly_cost(traffic: Traffic, setup: Setup, prices: dict) -> dict:
     frontend = prices["frontend_task"]
     scales = (setup.detector_max > setup.detector_min) or (setup.recognizer_max > setup.recognizer_min)
     launches = prices["instance_launches_per_month"]["autoscaled" if scales else "fixed"]
+    gpu_cost = gpu_instances * hours * hourly
+    if setup.savings_plan and not setup.spot and not setup.office_hours:
+        always_on = (
+            max(setup.detector_min, setup.recognizer_min)
+            if setup.shared_gpu
+            else (setup.detector_min + setup.recognizer_min)
+        )
+        gpu_cost -= (
+            min(gpu_instances, always_on) * hours * hourly * prices["savings_plan_discount"]["one_year_no_upfront"]
+        )
     lines = {
-        "GPU instances": gpu_instances * hours * hourly,
+        "GPU instances": gpu_cost,
         "EBS volumes": gpu_instances * prices["ebs_gb_per_instance"] * prices["ebs_gp3_gb_month"],
         "Fargate (Envoy + orchestrator)": setup.frontend_tasks
         * hours
+        * office
         * (frontend["vcpu"] * prices["fargate_vcpu_hour"] + frontend["gb"] * prices["fargate_gb_hour"]),
         "Load balancer": hours
         * (
@@ -138,10 +158,41 @@ def monthly_cost(traffic: Traffic, setup: Setup, prices: dict) -> dict:
     }
 
 
+PRICINGS = {  # --compare: the same traffic and setup, bought in each way
+    "on-demand": {},
+    "Spot": {"spot": True},
+    "1-year Savings Plan": {"savings_plan": True},
+    "office hours only, on-demand": {"office_hours": True},
+    "office hours only, Spot": {"office_hours": True, "spot": True},
+}
+
+
+def compare(traffic: Traffic, setup: Setup, prices: dict) -> str:
+    base = Setup(**{**setup.__dict__, "spot": False, "savings_plan": False, "office_hours": False})
+    reference = monthly_cost(traffic, base, prices)["total"]
+    rows = ["| bought as | GPU USD/month | total USD/month | saves |", "|---|---:|---:|---:|"]
+    for name, change in PRICINGS.items():
+        result = monthly_cost(traffic, Setup(**{**base.__dict__, **change}), prices)
+        rows.append(
+            f"| {name} | {result['lines']['GPU instances']:,.0f} | {result['total']:,.0f} | "
+            f"{1 - result['total'] / reference:.0%} |"
+        )
+    rows += [
+        "",
+        f"Spot: {prices['spot_discount']:.0%} off (typical; an instance can be taken back at two minutes' notice). "
+        f"Savings Plan: {prices['savings_plan_discount']['one_year_no_upfront']:.0%} off the always-on instances "
+        "(assumed; see prices.json). Office hours: "
+        f"{prices['office_hours_per_week']['hours']} h a week, every page in them.",
+    ]
+    return "\n".join(rows)
+
+
 def render(result: dict, traffic: Traffic, setup: Setup, prices: dict) -> str:
     rows = [
         f"prices of {prices['date']} ({prices['region']}); {setup.instance_type} "
-        f"{'Spot' if setup.spot else 'on-demand'}{', one GPU shared by both stages' if setup.shared_gpu else ''}",
+        f"{'Spot' if setup.spot else 'on-demand'}{', 1-year Savings Plan' if setup.savings_plan else ''}"
+        f"{', office hours only' if setup.office_hours else ''}"
+        f"{', one GPU shared by both stages' if setup.shared_gpu else ''}",
         f"traffic: {traffic.requests_per_day:g} requests/day x {traffic.pages_per_request:g} pages "
         f"= {result['pages_per_month']:,.0f} pages/month, busy hours at {result['busy_pages_per_hour']:,.0f} pages/h",
         "",
@@ -169,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--busy-hours", type=float, default=Traffic.busy_hours)
     parser.add_argument("--instance-type", default=Setup.instance_type)
     parser.add_argument("--spot", action="store_true")
+    parser.add_argument("--savings-plan", action="store_true", help="a 1-year Savings Plan on the always-on instances")
+    parser.add_argument("--office-hours", action="store_true", help="OfficeHoursOnly=true: zero outside office hours")
+    parser.add_argument("--compare", action="store_true", help="also price on-demand, Spot, Savings Plan, office hours")
     parser.add_argument("--min", type=int, default=1, help="instances per model stage, minimum")
     parser.add_argument("--max", type=int, default=3, help="instances per model stage, maximum")
     parser.add_argument("--per-page", choices=["gpu_t4_estimate", "cpu_measured"], default=Setup.per_page)
@@ -182,13 +236,23 @@ def main(argv: list[str] | None = None) -> None:
         args.busy_hours,
         args.peak_factor,
     )
+    options = {"spot": args.spot, "savings_plan": args.savings_plan, "office_hours": args.office_hours}
     if setup:
-        setup = Setup(**{**setup.__dict__, "spot": args.spot or setup.spot, "per_page": args.per_page})
+        setup = Setup(**{**setup.__dict__, **options, "per_page": args.per_page})
     else:
         setup = Setup(
-            args.instance_type, args.spot, False, args.min, args.max, args.min, args.max, per_page=args.per_page
+            args.instance_type,
+            detector_min=args.min,
+            detector_max=args.max,
+            recognizer_min=args.min,
+            recognizer_max=args.max,
+            per_page=args.per_page,
+            **options,
         )
     print(render(monthly_cost(traffic, setup, prices), traffic, setup, prices))
+    if args.compare:
+        print()
+        print(compare(traffic, setup, prices))
 
 
 if __name__ == "__main__":

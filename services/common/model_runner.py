@@ -63,9 +63,15 @@ class BatchingRunner:
     """
 
     def __init__(
-        self, function: Callable[[list], list], max_items: int = 64, max_wait: float = 0.005, max_queue: int = 32
+        self,
+        function: Callable[[list], list],
+        max_items: int = 64,
+        max_wait: float = 0.005,
+        max_queue: int = 32,
+        on_batch: Callable[[int, float], None] | None = None,
     ):
         self.function = function
+        self.on_batch = on_batch  # told the items and seconds of each model call (metrics)
         self.max_items = max_items
         self.max_wait = max_wait
         self.max_queue = max_queue
@@ -78,6 +84,10 @@ class BatchingRunner:
     @property
     def pending(self) -> int:
         return len(self.queue)
+
+    @property
+    def pending_items(self) -> int:
+        return sum(len(job.items) for job in self.queue)
 
     async def run(self, items: list, deadline: float | None = None) -> list:
         if len(self.queue) >= self.max_queue:
@@ -122,6 +132,7 @@ class BatchingRunner:
                 if not jobs:
                     break
                 items = [item for job in jobs for item in job.items]
+                started = loop.time()
                 try:
                     results = await loop.run_in_executor(self.executor, self.function, items)
                 except Exception as error:  # the model failed: every request of the call learns it
@@ -130,6 +141,8 @@ class BatchingRunner:
                             job.future.set_exception(error)
                     continue
                 self.batch_sizes = [*self.batch_sizes[-99:], len(items)]
+                if self.on_batch is not None:
+                    self.on_batch(len(items), loop.time() - started)
                 start = 0
                 for job in jobs:
                     if not job.future.done():

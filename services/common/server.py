@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import errors
+from services.common.metrics import Metrics
 from services.common.settings import ServerSettings
 from services.common.tracing import server_interceptors
 
@@ -46,6 +47,7 @@ class RunningServer:
     async def stop(self, grace: float) -> None:
         for task in self.tasks:
             task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)  # the metrics write their last record
         await self.mark_serving(False)
         await self.server.stop(grace)
         for close in self.closers:
@@ -108,6 +110,7 @@ async def create_server(
     settings: ServerSettings,
     register: Iterable[Callable[[grpc.aio.Server], None]],
     service_names: Iterable[str],
+    metrics: Metrics | None = None,
 ) -> RunningServer:
     server = grpc.aio.server(
         interceptors=[MalformedRequests(), *server_interceptors(settings)],
@@ -125,6 +128,8 @@ async def create_server(
     if port == 0:
         raise RuntimeError(f"could not bind {settings.address}")
     running = RunningServer(server, port, health_servicer, names)
+    if metrics is not None and metrics.enabled:
+        running.tasks.append(asyncio.create_task(metrics.run()))
     await running.mark_serving(False)
     await server.start()
     logger.info("listening", extra={"address": f"{settings.host}:{port}", "services": list(names)})
@@ -134,7 +139,9 @@ async def create_server(
 async def start_model_service(settings: ServerSettings, servicer, add_servicer, service_name: str) -> RunningServer:
     """Start serving with health NOT_SERVING, load the model off the event loop (`servicer.load`),
     then report SERVING: health checks answer all through a slow model load."""
-    running = await create_server(settings, [lambda server: add_servicer(servicer, server)], [service_name])
+    running = await create_server(
+        settings, [lambda server: add_servicer(servicer, server)], [service_name], servicer.metrics
+    )
     running.closers.append(servicer.runner.close)
     await asyncio.get_running_loop().run_in_executor(None, servicer.load)
     await running.mark_serving()

@@ -64,6 +64,8 @@ class ServerSettings:
     otlp_endpoint: str = "http://localhost:4317"
     service_name: str = ""
     reflection: bool = False  # gRPC server reflection: for development (grpcurl), it lists the API to any caller
+    metrics: str = "off"  # off | emf: CloudWatch Embedded Metric Format records on stdout (services.common.metrics)
+    metrics_interval_seconds: float = 10.0
 
     @property
     def address(self) -> str:
@@ -73,6 +75,8 @@ class ServerSettings:
         """Cross-field checks, run by `load`."""
         if self.tracing.lower() not in ("off", "w3c", "xray"):
             raise SettingsError(f"HW_TRACING must be off, w3c or xray, not {self.tracing!r}")
+        if self.metrics.lower() not in ("off", "emf"):
+            raise SettingsError(f"HW_METRICS must be off or emf, not {self.metrics!r}")
         if not 0 <= self.port < 65536:
             raise SettingsError(f"HW_PORT={self.port} is not a port")
         return self

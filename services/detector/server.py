@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import torch
 from PIL import Image
@@ -10,6 +12,7 @@ from handwriting.v1 import detector_service_pb2 as pb
 from handwriting.v1 import detector_service_pb2_grpc as pb_grpc
 from services.common.geometry import LINE, WORD
 from services.common.images import image_from_proto
+from services.common.metrics import Metrics
 from services.common.model_runner import ModelRunner
 from services.common.server import RunningServer, run, start_model_service
 from services.common.servicer import ModelNotReady, rpc_errors
@@ -26,14 +29,20 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
         self.settings = settings
         self.detector: Detector | None = None
         self.runner = ModelRunner()
+        self.metrics = Metrics(settings.service_name, settings.metrics == "emf", settings.metrics_interval_seconds)
+        self.metrics.gauge("QueueDepth", lambda: self.runner.pending)  # pages waiting for the model, per task
+        self.metrics.declare_counts("Pages")
 
     async def Detect(self, request: pb.DetectRequest, context: grpc.aio.ServicerContext) -> pb.DetectResponse:
         async with rpc_errors(context):
             if self.detector is None:
                 raise ModelNotReady("the detector model is still loading")
             image = image_from_proto(request.image, self.settings)
+            started = time.perf_counter()
             with span("detect", image_width=image.width, image_height=image.height):
                 detections = await self.runner.run(self.detector.predict, image, request.min_score or None)
+            self.metrics.count("Pages")
+            self.metrics.observe("DetectMs", 1000 * (time.perf_counter() - started))
             wanted = set(request.classes) or set(CLASSES.values())
             return pb.DetectResponse(
                 image_width=image.width,

@@ -22,6 +22,7 @@ from services.common import errors, geometry
 from services.common.crops import cut_crop
 from services.common.documents import open_document
 from services.common.images import ImageError, image_from_proto
+from services.common.metrics import Metrics
 from services.common.server import RunningServer, channel_options, create_server, run
 from services.common.servicer import rpc_errors
 from services.common.settings import OrchestratorSettings
@@ -62,6 +63,9 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
         self.settings = settings
         self.pipeline = pipeline
         self.store = store or open_store(settings.corrections_uri)
+        self.metrics = Metrics(settings.service_name, settings.metrics == "emf", settings.metrics_interval_seconds)
+        self.metrics.gauge("PagesInFlight", lambda: self.in_flight)
+        self.metrics.declare_counts("Pages", "Rejected", "Failed")
         self.in_flight = 0
         self.decodes = asyncio.Semaphore(settings.max_concurrent_decodes)
 
@@ -167,6 +171,7 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
     async def _admit(self, context: grpc.aio.ServicerContext) -> None:
         """Admission first, before any work: a page that cannot start now is refused in microseconds."""
         if self.in_flight >= self.settings.max_pages_in_flight:
+            self.metrics.count("Rejected")
             await context.abort_with_status(
                 errors.overloaded("the service is busy; retry after the delay in RetryInfo", RETRY_AFTER_SECONDS)
             )
@@ -183,6 +188,7 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
             result = await self.pipeline.process(image, deadline, min_score)
         except* DownstreamError as group:
             failure = group.exceptions[0]
+            self.metrics.count("Failed")
             logger.warning(
                 "downstream failed",
                 extra={"stage": failure.stage, "code": failure.code.name, "detail": failure.message},
@@ -197,6 +203,9 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
             )
         formats.flag_for_review(result.page, self.settings.review_below)
         total_ms = 1000 * (time.perf_counter() - started)
+        self.metrics.count("Pages")
+        for name, value in (("PageMs", total_ms), ("DetectMs", result.detect_ms), ("RecognizeMs", result.recognize_ms)):
+            self.metrics.observe(name, value)
         logger.info(
             "page", extra={"words": sum(len(line.words) for line in result.page.lines), "total_ms": round(total_ms, 1)}
         )
@@ -274,7 +283,7 @@ async def start(settings: OrchestratorSettings) -> RunningServer:
     )
     servicer = OcrServicer(settings, pipeline)
     running = await create_server(
-        settings, [lambda s: pb_grpc.add_OcrServiceServicer_to_server(servicer, s)], [SERVICE_NAME]
+        settings, [lambda s: pb_grpc.add_OcrServiceServicer_to_server(servicer, s)], [SERVICE_NAME], servicer.metrics
     )
     running.closers += [detector_channel.close, recognizer_channel.close]
     await running.mark_serving()

@@ -11,6 +11,7 @@ from PIL import Image
 from handwriting.v1 import recognizer_service_pb2 as pb
 from handwriting.v1 import recognizer_service_pb2_grpc as pb_grpc
 from services.common.images import ImageError, image_from_proto
+from services.common.metrics import Metrics
 from services.common.model_runner import BatchingRunner
 from services.common.server import RunningServer, run, start_model_service
 from services.common.servicer import ModelNotReady, rpc_errors
@@ -26,12 +27,22 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
     def __init__(self, settings: RecognizerSettings):
         self.settings = settings
         self.recognizer: Recognizer | None = None
+        self.metrics = Metrics(settings.service_name, settings.metrics == "emf", settings.metrics_interval_seconds)
         # crops of concurrent requests (several pages' batches) read in one model call
         self.runner = BatchingRunner(
             lambda crops: self.recognizer.predict(crops),
             max_items=settings.batch_max_crops,
             max_wait=settings.batch_wait_ms / 1000,
+            on_batch=self._batch_done,
         )
+        # what the scaling policy reads: crops waiting for the model, per task
+        self.metrics.gauge("QueueDepth", lambda: self.runner.pending_items)
+        self.metrics.declare_counts("Crops", "Batches")
+
+    def _batch_done(self, crops: int, seconds: float) -> None:
+        self.metrics.count("Batches")
+        self.metrics.observe("BatchCrops", crops, "Count")
+        self.metrics.observe("BatchMs", 1000 * seconds)
 
     async def Recognize(self, request: pb.RecognizeRequest, context: grpc.aio.ServicerContext) -> pb.RecognizeResponse:
         async with rpc_errors(context):
@@ -44,6 +55,7 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
                     "crops",
                 )
             crops = [image_from_proto(crop, self.settings, f"crops[{i}]") for i, crop in enumerate(request.crops)]
+            self.metrics.count("Crops", len(crops))
             remaining = context.time_remaining()
             deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
             with span("recognize_batch", batch_size=len(crops)):
