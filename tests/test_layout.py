@@ -87,3 +87,29 @@ def test_word_boxes_much_flatter_than_the_words_are_dropped():
     assert drop_flat_words([*words, edge_strip, line]) == [*words, line]
     few = [Detection(WORD, (0, 0, 9, 3), 0.9), Detection(WORD, (0, 10, 50, 30), 0.9)]
     assert drop_flat_words(few) == few  # too few words to judge
+
+
+def test_ink_in_a_wide_gap_between_found_words_is_a_missed_word():
+    from PIL import Image, ImageDraw
+
+    from services.orchestrator.ink import missed_words
+
+    page = Image.new("L", (700, 200), 235)  # grey paper
+    draw = ImageDraw.Draw(page)
+    words = [(20, 60, 140, 100), (200, 62, 300, 100), (380, 60, 500, 98), (560, 61, 680, 100)]
+    for left, top, right, bottom in words:  # strokes, not solid blocks: a word's ink
+        for x in range(left, right, 9):
+            draw.line((x, top, x + 5, bottom), fill=30, width=3)
+    draw.line((330, 130, 350, 135), fill=30, width=2)  # a stray stroke below the line, in a gap
+    boxes = [words[0], words[2], words[3]]  # the detector missed the second word
+    lines = [[0, 1, 2]]
+    [(line, box)] = missed_words(page, boxes, lines)
+    assert line == 0
+    left, top, right, bottom = box
+    assert abs(left - 200) <= 3 and abs(right - 306) <= 4 and abs(top - 62) <= 3 and abs(bottom - 101) <= 3
+    # words close together (no gap), a blank gap, and a gap with only a stray stroke: nothing to add
+    assert missed_words(page, [words[2], words[3]], [[0, 1]]) == []
+    blank = Image.new("L", (700, 200), 235)
+    for box in boxes:
+        ImageDraw.Draw(blank).rectangle(box, fill=30)
+    assert missed_words(blank, boxes, lines) == []

@@ -490,3 +490,19 @@ async def test_with_emf_metrics_on_the_orchestrator_writes_pages_latencies_and_p
     timed = [r for r in records if "PageMs" in r]
     assert len(timed) == 1 and timed[0]["PageMs"] > 0 and "RecognizeMs" in timed[0]
     assert len(records) >= 2  # a record every interval, pages or not: silence means the service stopped
+
+
+async def test_a_word_the_detector_missed_between_two_it_found_is_read_from_the_ink(stage):
+    detector, _, start = stage
+    detector.fraction_boxes = [
+        b for b, (_, _, text) in zip(detector.fraction_boxes, WORDS, strict=True) if text != "two"
+    ]
+    stub, _ = await start()
+    page = (await stub.ProcessPage(page_request(), timeout=10)).page
+    assert page.text == "one two three\nfour and five"
+    missed = page.lines[0].words[1]
+    assert missed.detection_confidence == 0 and missed.text == "two"
+    left, top = missed.bounding_poly.vertices[0].x, missed.bounding_poly.vertices[0].y
+    assert (left, top) == (200, 45)  # the ink's own box
+    stub, _ = await start(missed_words=False)
+    assert (await stub.ProcessPage(page_request(), timeout=10)).page.text == "one three\nfour and five"

@@ -43,6 +43,7 @@ def default_options(**overrides) -> PipelineOptions:
         "batch_size": 10**6,
         "concurrency": 1,
         "unit": settings.recognition_unit,
+        "missed_words": settings.missed_words,
     }
     return PipelineOptions(**{**options, **overrides})
 

@@ -138,6 +138,7 @@ class OrchestratorSettings(ServerSettings, ImageLimits):
     recognizer_batch_size: int = 32
     recognizer_concurrency: int = 4
     recognition_unit: str = "word"  # the recognizer reads "word" or "line" crops (services.orchestrator.pipeline)
+    missed_words: bool = True  # also read the ink in wide gaps between a line's detected words (orchestrator/ink.py)
     # the page is downscaled to this longest side before it goes to the detector
     detector_max_side: int = 1280
     default_deadline_seconds: float = 60.0

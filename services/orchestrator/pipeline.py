@@ -25,6 +25,7 @@ from services.common import geometry
 from services.common.crops import crop_box, cut_crop, fit_within
 from services.common.geometry import Box
 from services.common.tracing import span
+from services.orchestrator.ink import missed_words
 from services.orchestrator.layout import group_into_lines
 
 UNITS = ("word", "line")
@@ -63,6 +64,7 @@ class PipelineOptions:
     batch_size: int = 32  # crops per recognizer call
     concurrency: int = 4  # recognizer calls in flight per page
     unit: str = "word"  # what the recognizer reads: "word" or "line" crops
+    missed_words: bool = True  # read the ink in wide gaps between a line's words too (services.orchestrator.ink)
 
     def __post_init__(self):
         if self.unit not in UNITS:
@@ -159,8 +161,14 @@ class OcrPipeline:
         with span("layout_and_crop", words=len(words)):
             boxes = [box for box, _ in words]
             lines = group_into_lines(boxes)
-            line_boxes = [geometry.union(boxes[i] for i in line) for line in lines]
             gray = image.convert("L")
+            found = len(boxes)  # boxes from here on are words the detector missed (detection confidence 0)
+            if self.options.missed_words:
+                for number, box in missed_words(gray, boxes, lines):
+                    words.append((box, 0.0))
+                    boxes.append(box)
+                    lines[number] = sorted([*lines[number], len(boxes) - 1], key=lambda i: boxes[i][0])
+            line_boxes = [geometry.union(boxes[i] for i in line) for line in lines]
             # a line is read whole when it is straight; a slanted or wavy one (its box much taller than its
             # words) word by word, so that no crop takes in its neighbours
             whole = [
@@ -183,6 +191,8 @@ class OcrPipeline:
                     read = [([line[i] for i in indices], text, reading.confidence) for indices, text in found]
                 else:
                     read = [([index], (r := next(readings)).text, r.confidence) for index in line]
+                    # ink in a gap that reads as nothing was not a word
+                    read = [(indices, text, c) for indices, text, c in read if text or indices[0] < found]
                 line_words = [
                     page_pb2.Word(
                         text=text,

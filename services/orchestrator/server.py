@@ -266,6 +266,7 @@ def pipeline_options(settings: OrchestratorSettings) -> PipelineOptions:
         batch_size=settings.recognizer_batch_size,
         concurrency=settings.recognizer_concurrency,
         unit=settings.recognition_unit,
+        missed_words=settings.missed_words,
     )
 
 
