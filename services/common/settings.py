@@ -114,7 +114,7 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     beam_size: int = 1
     # "auto": the model directory's lexicon.tsv when it has one; "off"; or the path of a lexicon file
     lexicon: str = "auto"
-    lexicon_weight: float = 1.5  # services.recognizer.lexicon.DEFAULT_WEIGHT (not imported: no rapidfuzz here)
+    lexicon_weight: float = 1.0  # services.recognizer.lexicon.DEFAULT_WEIGHT (not imported: no rapidfuzz here)
     lexicon_n_best: int = 1  # readings the decoder proposes (beam search when > 1); the CTC head adds its own
     ctc_weight: float = -1.0  # the CTC head's weight beside the decoder; -1: the model's own (0 for models without)
     max_new_tokens: int = 0  # 0: what the model was built for (32 for word models, 128 for line models)

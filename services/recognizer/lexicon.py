@@ -35,7 +35,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 LEXICON_FILE = "lexicon.tsv"
-DEFAULT_WEIGHT = 1.5  # tuned on a development set of held-out hands, see models/recognizer/README.md
+DEFAULT_WEIGHT = 1.0  # tuned on a development set of held-out hands, see models/recognizer/README.md
 _CORE = re.compile(r"^[^\w]*(.*?)[^\w]*$")
 _TOKEN = re.compile(r"^([^\w\s]*)(\w+)([^\w\s]*)$")
 
