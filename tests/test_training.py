@@ -346,11 +346,9 @@ def test_corrections_teach_the_shipped_recognizer_the_words_it_got_wrong(tmp_pat
     results = finetune_corrections.main(
         ["--corrections", str(tmp_path / "corrections"), "--replay", str(replay), "--out", str(out), "--steps", "250"]
     )
-    # measured: 0 of 6 before; after 250 steps the service's decoding reads 4 of 6 and the decoder alone all 6
-    # (the CTC head, a linear layer on the frozen encoder, does not learn two of the font's signs, and the joint
-    # score follows it on the words that have them)
+    # measured: 0 of 6 before (CER 0.95); after 250 steps 6 of 6 (CER 0)
     assert results["before"]["right"] == 0 and results["before"]["cer"] > 0.9, results
-    assert results["after"]["right"] >= 3 and results["after"]["cer"] < 0.3, results
+    assert results["after"]["right"] >= 5 and results["after"]["cer"] < 0.1, results
     assert results["replay_after"]["right"] >= results["replay_before"]["right"] - 1, results
     assert "Kvothe\t4.0" in (out / "lexicon.tsv").read_text()
     corrected = [crop for _, crop, _ in store.items()]

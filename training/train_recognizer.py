@@ -172,7 +172,10 @@ class Trainer:
         if self.ctc_weight:
             log_probs = model.encoder.ctc_logits(encoder_outputs.last_hidden_state).log_softmax(-1)
             targets, target_lengths = ctc_targets(texts)
-            input_lengths = torch.full((len(texts),), log_probs.shape[1], dtype=torch.long)
+            # each crop's own columns, as the service decodes them (not the batch's padding beside it)
+            owned = getattr(model.encoder, "owned_columns", None)
+            columns = owned(pixel_values, log_probs.shape[1]) if owned else [log_probs.shape[1]] * len(texts)
+            input_lengths = torch.tensor(columns, dtype=torch.long)
             loss = loss + self.ctc_weight * self.ctc_loss(
                 log_probs.transpose(0, 1), targets, input_lengths, target_lengths
             )
