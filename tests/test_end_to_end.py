@@ -291,6 +291,23 @@ def test_the_web_page_reads_the_sample_page_and_takes_a_correction_in_chromium(s
             alto = (tmp_path / "page.alto.xml").read_text()
             assert download.value.suggested_filename == "page.alto.xml"
             assert 'CONTENT="Handwritten"' in alto and "ns-v4" in alto
+            # a PDF: each page shown over the image the service rendered (the browser does not render PDFs)
+            import io
+
+            pdf = tmp_path / "two-pages.pdf"
+            image = Image.open(sample_page).convert("RGB")
+            buffer = io.BytesIO()
+            image.save(buffer, "PDF", save_all=True, append_images=[image.crop((0, 0, 1000, 300))], resolution=100)
+            pdf.write_bytes(buffer.getvalue())
+            page.fill("#dpi", "100")
+            page.set_input_files("#file", str(pdf))
+            page.click("#read")
+            page.wait_for_selector("section.page[data-page='2']", timeout=90_000)
+            sources = page.locator("section.page img").evaluate_all("images => images.map(i => i.src.slice(0, 23))")
+            assert sources == ["data:image/jpeg;base64,"] * 2
+            sizes = page.locator("section.page img").evaluate_all("images => images.map(i => i.naturalWidth)")
+            assert sizes == [1000, 1000]
+            assert "page 2 of 2" in page.inner_text("#status")
             assert not errors, errors
         finally:
             browser.close()
