@@ -50,3 +50,14 @@ def test_recognizer_lexicon_setting(tmp_path):
     assert find_lexicon(tmp_path, str(other), weight=0.5).weight == 0.5
     with pytest.raises(FileNotFoundError):
         find_lexicon(tmp_path, str(tmp_path / "missing.tsv"))
+
+
+def test_the_orchestrators_defaults_are_the_libraries():
+    from handwriting.formats import REVIEW_BELOW
+    from services.common.settings import OrchestratorSettings
+    from services.orchestrator.ink import GAP_RATIO
+    from services.orchestrator.pipeline import PipelineOptions
+
+    assert OrchestratorSettings().review_below == REVIEW_BELOW  # the flags in responses and in exports agree
+    assert OrchestratorSettings().missed_words is PipelineOptions().missed_words
+    assert PipelineOptions().missed_word_gap == GAP_RATIO

@@ -2,9 +2,11 @@
 choices of the recognizer's model card were made with it (on held-out-font pages that are not the test set).
 
     python -m training.compare_pipelines --model models/recognizer --pages data/synth-s17/pages/val \\
-        word:0.5:1:1:0.25 line:0.5:1:1:0.25
+        word:0.5:1:1:0.25 line:0.5:1:1:0.25 word:0.5:1:1:0.25:0
 
-Each setting is unit:ctc_weight:lexicon(0/1):n_best:detector_min_score.
+Each setting is unit:ctc_weight:lexicon_weight:n_best:detector_min_score[:missed_word_gap]. A lexicon weight of 0
+turns the lexicon off; a missed-word gap of 0 turns off reading the ink in a line's wide gaps (default: the
+service's, 0.8 x the word height).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from PIL import Image
 
 from services.common.settings import DEFAULT_DETECTOR_WEIGHTS, DEFAULT_RECOGNIZER_DIR, REPO_ROOT
 from services.detector.model import Detector
+from services.orchestrator.ink import GAP_RATIO
 from services.recognizer.lexicon import find_lexicon
 from services.recognizer.model import Recognizer
 from training.evaluate_models import evaluate_real
@@ -31,30 +34,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR_WEIGHTS)
     parser.add_argument("--pages", type=Path, required=True, help="pages with ground truth (*.png + *.json)")
     parser.add_argument("--real-dev", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "real-dev")
-    parser.add_argument("settings", nargs="+", help="unit:ctc_weight:lexicon:n_best:detector_min_score")
+    parser.add_argument(
+        "settings", nargs="+", help="unit:ctc_weight:lexicon_weight:n_best:detector_min_score[:missed_word_gap]"
+    )
     args = parser.parse_args(argv)
     pages = [(path.with_suffix(".png"), json.loads(path.read_text())) for path in sorted(args.pages.glob("*.json"))]
-    print("| unit | CTC weight | lexicon | n best | detector min score | page CER | page WER | s/page | real-dev CER |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| unit | CTC weight | lexicon weight | n best | detector min score | missed-word gap "
+        "| page CER | page WER | s/page | real-dev CER |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for setting in args.settings:
-        unit, ctc_weight, lexicon, n_best, min_score = setting.split(":")
+        unit, ctc_weight, lexicon, n_best, min_score, *rest = setting.split(":")
+        gap = float(rest[0]) if rest else GAP_RATIO
+        options = default_options(unit=unit, missed_words=gap > 0, missed_word_gap=gap or GAP_RATIO)
         detector = Detector(args.detector, min_score=float(min_score))
         recognizer = Recognizer(
             args.model,
             ctc_weight=float(ctc_weight),
-            lexicon=find_lexicon(args.model, "auto" if lexicon == "1" else "off"),
+            lexicon=find_lexicon(args.model, "auto" if float(lexicon) > 0 else "off", float(lexicon)),
             n_best=int(n_best),
         )
         references, readings, started = [], [], time.perf_counter()
         for image, truth in pages:
             references.append(" ".join(" ".join(truth["lines"]).split()))
-            lines = read_page(detector, recognizer, Image.open(image).convert("RGB"), default_options(unit=unit))
+            lines = read_page(detector, recognizer, Image.open(image).convert("RGB"), options)
             readings.append(" ".join(" ".join(lines).split()))
         seconds = (time.perf_counter() - started) / max(1, len(pages))
         cer, wer = error_rates(references, readings)
-        real = evaluate_real(detector, recognizer, args.real_dev, unit)["pipeline_cer"]
+        real = evaluate_real(detector, recognizer, args.real_dev, options)["pipeline_cer"]
         figures = [f"{cer:.4f}", f"{wer:.4f}", f"{seconds:.2f}", f"{real:.4f}"]
-        cells = [unit, ctc_weight, lexicon, n_best, min_score, *figures]
+        cells = [unit, ctc_weight, lexicon, n_best, min_score, str(gap), *figures]
         print("| " + " | ".join(cells) + " |")
 
 

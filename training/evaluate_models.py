@@ -27,17 +27,20 @@ from services.common.settings import (
 from training.metrics import error_rates
 
 
-def evaluate_real(detector, recognizer, folder: Path, unit: str) -> dict:
-    """Each real sample read as a page through the service's pipeline; CER over all of them (summed edits over
-    summed reference characters), and each sample's reading."""
+def evaluate_real(detector, recognizer, folder: Path, unit) -> dict:
+    """Each real sample read as a page through the service's pipeline (`unit`: "word", "line", or the whole
+    PipelineOptions); CER over all of them (summed edits over summed reference characters), and each sample's
+    reading."""
     from training.inprocess import default_options, read_page
+
+    options = default_options(unit=unit) if isinstance(unit, str) else unit
 
     rows = [line.split("\t", 1) for line in (folder / "labels.tsv").read_text().splitlines() if "\t" in line]
     samples, seconds = {}, 0.0
     for name, truth in rows:
         image = Image.open(folder / name).convert("RGB")
         started = time.perf_counter()
-        reading = " ".join(read_page(detector, recognizer, image, default_options(unit=unit)))
+        reading = " ".join(read_page(detector, recognizer, image, options))
         seconds += time.perf_counter() - started
         samples[name] = {"truth": truth, "pipeline": reading, "cer": error_rates([truth], [reading])[0]}
     cer, wer = error_rates([t for _, t in rows], [samples[n]["pipeline"] for n, _ in rows])
@@ -45,7 +48,7 @@ def evaluate_real(detector, recognizer, folder: Path, unit: str) -> dict:
         "pipeline_cer": cer,
         "pipeline_wer": wer,
         "seconds_per_sample": seconds / max(1, len(rows)),
-        "unit": unit,
+        "unit": options.unit,
         "samples": samples,
     }
 

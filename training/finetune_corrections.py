@@ -63,9 +63,19 @@ def load_corrections(uri: str) -> list[tuple[Image.Image, str]]:
     return [(Image.open(io.BytesIO(crop)).convert("L"), text) for text, _, crop in sorted(rows)]
 
 
-def read(model_dir: Path, crops: list[Image.Image]) -> list[str]:
+def read(model_dir: Path, *crop_sets: list[Image.Image]) -> list[list[str]]:
+    """How the service reads each set of crops with the model in `model_dir` (loaded once)."""
     recognizer = Recognizer(model_dir, lexicon=find_lexicon(model_dir))
-    return [r.text for r in recognizer.predict(crops)]
+    return [[r.text for r in recognizer.predict(crops)] for crops in crop_sets]
+
+
+def report_all(results: dict, when: str, model_dir: Path, corrections: list, replay: list) -> None:
+    """The corrections' (and replay crops') readings by the model in `model_dir`, into `results`."""
+    sets = {"corrections": corrections, "replay": replay} if replay else {"corrections": corrections}
+    readings = read(model_dir, *[[crop for crop, _ in rows] for rows in sets.values()])
+    for (name, rows), texts in zip(sets.items(), readings, strict=True):
+        key = when if name == "corrections" else f"replay_{when}"
+        results[key] = report(f"{name} {when}", [text for _, text in rows], texts)
 
 
 def report(name: str, truths: list[str], readings: list[str]) -> dict:
@@ -99,11 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     texts = [t for _, t in corrections]
     results = {"corrections": len(corrections), "replay": len(replay), "steps": args.steps}
-    results["before"] = report("corrections before", texts, read(args.model, [c for c, _ in corrections]))
-    if replay:
-        results["replay_before"] = report(
-            "replay before", [t for _, t in replay], read(args.model, [c for c, _ in replay])
-        )
+    report_all(results, "before", args.model, corrections, replay)
 
     checkpoint = load_checkpoint(args.model)
     trainer = Trainer(
@@ -137,9 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
             out.write(lexicon.read_text(encoding="utf-8"))
             out.writelines(f"{word}\t{ADDED_WORD_ZIPF}\n" for word in added)
         results["lexicon_added"] = added
-    results["after"] = report("corrections after", texts, read(args.out, [c for c, _ in corrections]))
-    if replay:
-        results["replay_after"] = report("replay after", [t for _, t in replay], read(args.out, [c for c, _ in replay]))
+    report_all(results, "after", args.out, corrections, replay)
     state_path = args.model / "training_state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"recipe": []}
     state.setdefault("recipe", []).append(

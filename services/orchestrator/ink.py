@@ -23,9 +23,11 @@ MIN_INK_COLUMNS = 0.3  # of the line's word height: less ink than that across is
 EDGE = 0.1  # of the height, left out next to each neighbour (their strokes' ends)
 
 
-def missed_words(gray: Image.Image, boxes: Sequence[Box], lines: Sequence[Sequence[int]]) -> list[tuple[int, Box]]:
-    """(the line's index, a box) for each word found in a gap of a line; `lines` hold indices into `boxes`,
-    left to right."""
+def missed_words(
+    gray: Image.Image, boxes: Sequence[Box], lines: Sequence[Sequence[int]], gap_ratio: float = GAP_RATIO
+) -> list[tuple[int, Box]]:
+    """(the line's index, a box) for each word found in a gap of a line wider than `gap_ratio` x its word
+    height; `lines` hold indices into `boxes`, left to right."""
     pixels = np.asarray(gray)
     found = []
     for number, line in enumerate(lines):
@@ -34,7 +36,7 @@ def missed_words(gray: Image.Image, boxes: Sequence[Box], lines: Sequence[Sequen
         height = statistics.median(boxes[i][3] - boxes[i][1] for i in line)
         for left, right in zip(line, line[1:], strict=False):
             a, b = boxes[left], boxes[right]
-            if b[0] - a[2] < GAP_RATIO * height:
+            if b[0] - a[2] < gap_ratio * height:
                 continue
             box = _ink_between(pixels, a, b, height)
             if box is not None:

@@ -25,7 +25,7 @@ from services.common import geometry
 from services.common.crops import crop_box, cut_crop, fit_within
 from services.common.geometry import Box
 from services.common.tracing import span
-from services.orchestrator.ink import missed_words
+from services.orchestrator.ink import GAP_RATIO, missed_words
 from services.orchestrator.layout import group_into_lines
 
 UNITS = ("word", "line")
@@ -65,6 +65,7 @@ class PipelineOptions:
     concurrency: int = 4  # recognizer calls in flight per page
     unit: str = "word"  # what the recognizer reads: "word" or "line" crops
     missed_words: bool = True  # read the ink in wide gaps between a line's words too (services.orchestrator.ink)
+    missed_word_gap: float = GAP_RATIO  # a gap this wide (x the line's word height) is looked into
 
     def __post_init__(self):
         if self.unit not in UNITS:
@@ -164,7 +165,7 @@ class OcrPipeline:
             gray = image.convert("L")
             found = len(boxes)  # boxes from here on are words the detector missed (detection confidence 0)
             if self.options.missed_words:
-                for number, box in missed_words(gray, boxes, lines):
+                for number, box in missed_words(gray, boxes, lines, self.options.missed_word_gap):
                     words.append((box, 0.0))
                     boxes.append(box)
                     lines[number] = sorted([*lines[number], len(boxes) - 1], key=lambda i: boxes[i][0])
