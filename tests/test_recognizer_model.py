@@ -58,7 +58,7 @@ def test_batches_of_similar_widths_come_back_in_the_order_sent(tiny_recognizer_d
 
     def by_width(batch):
         batches.append([crop.width for crop in batch])
-        return [Recognition(str(crop.width), 1.0) for crop in batch]
+        return [(Recognition(str(crop.width), 1.0), 0.0) for crop in batch]
 
     monkeypatch.setattr(recognizer, "_predict_batch", by_width)
     widths = [90, 20, 50, 10, 70]
@@ -236,3 +236,59 @@ def test_other_encoders_stay_on_torch(tiny_recognizer_dir):
     assert Recognizer(tiny_recognizer_dir, max_new_tokens=2, backend="onnx").backend == "torch"
     with pytest.raises(ValueError):
         Recognizer(tiny_recognizer_dir, backend="tensorrt")
+
+
+def _page_crops(sample_page, count: int) -> list[Image.Image]:
+    from services.common.crops import cut_crop
+
+    truth = json.loads(sample_page.with_suffix(".json").read_text())
+    gray = Image.open(sample_page).convert("L")
+    return [cut_crop(gray, tuple(w["box"])) for w in truth["words"][:count]]
+
+
+def test_slant_is_measured_and_undone(sample_page):
+    from services.recognizer import slant
+
+    for crop in _page_crops(sample_page, 8):
+        native = slant.estimate_shear(crop)
+        leaning, added = slant.shear_crop(crop, -0.5)  # tops 0.5 x height to the right of the bottoms
+        assert leaning.size == (crop.width + math.ceil(0.5 * crop.height), crop.height)
+        assert added == leaning.width - crop.width
+        measured = slant.estimate_shear(leaning)
+        assert measured == pytest.approx(native + 0.5, abs=0.25)  # a rough measure on 20-35 px words
+        upright, _ = slant.shear_crop(leaning, measured)
+        assert abs(slant.estimate_shear(upright)) <= 0.25
+    assert slant.estimate_shear(Image.new("L", (80, 30), 230)) == 0.0  # no ink: nothing to measure
+
+
+def test_unsure_slanted_crops_keep_the_better_of_two_readings(sample_page):
+    """With `deslant_below`, a crop read with a confidence under it whose ink leans is read again sheared
+    upright, and whichever reading scores better stays, its character positions mapped back onto the crop."""
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+    from services.recognizer import slant
+    from services.recognizer.lexicon import find_lexicon
+    from services.recognizer.model import MIN_SLANT
+
+    leaning = [slant.shear_crop(crop, -0.7)[0] for crop in _page_crops(sample_page, 24)]
+    lexicon = find_lexicon(DEFAULT_RECOGNIZER_DIR)
+    once = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=lexicon, deslant_below=0)
+    always = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=lexicon, deslant_below=1.01)
+    first = once._read(leaning)
+    shears = [slant.estimate_shear(crop) for crop in leaning]
+    assert all(abs(shear) >= MIN_SLANT for shear in shears)
+    upright = [slant.shear_crop(crop, shear) for crop, shear in zip(leaning, shears, strict=True)]
+    second = once._read([image for image, _ in upright])
+    got = always.predict(leaning)
+    assert [r.text for r in once.predict(leaning)] == [r.text for r, _ in first]  # 0: one reading
+    kept_second = 0
+    for (a, score_a), (b, score_b), result, crop in zip(first, second, got, leaning, strict=True):
+        winner = b if score_b > score_a else a
+        kept_second += score_b > score_a
+        assert (result.text, result.confidence) == (winner.text, winner.confidence)
+        assert all(0.0 <= x <= 1.0 for x in result.char_positions)
+        assert list(result.char_positions) == sorted(result.char_positions)
+        if winner is b and a.text == b.text and a.char_positions and result.char_positions:
+            # the same characters, found on the leaning crop and on the upright one: about the same places
+            offsets = [abs(x - y) * crop.width for x, y in zip(a.char_positions, result.char_positions, strict=True)]
+            assert max(offsets) < 0.5 * crop.height
+    assert 0 < kept_second < len(leaning)

@@ -4,9 +4,10 @@ choices of the recognizer's model card were made with it (on held-out-font pages
     python -m training.compare_pipelines --model models/recognizer --pages data/synth-s17/pages/val \\
         word:0.5:1:1:0.25 line:0.5:1:1:0.25 word:0.5:1:1:0.25:0
 
-Each setting is unit:ctc_weight:lexicon_weight:n_best:detector_min_score[:missed_word_gap]. A lexicon weight of 0
-turns the lexicon off; a missed-word gap of 0 turns off reading the ink in a line's wide gaps (default: the
-service's, 0.8 x the word height).
+Each setting is unit:ctc_weight:lexicon_weight:n_best:detector_min_score[:missed_word_gap[:deslant_below]]. A
+lexicon weight of 0 turns the lexicon off; a missed-word gap of 0 turns off reading the ink in a line's wide gaps
+(default: the service's, 0.8 x the word height); a deslant threshold of 0 turns off the second, upright reading
+of unsure slanted crops (default: the recognizer's, 0.6).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from services.common.settings import DEFAULT_DETECTOR_WEIGHTS, DEFAULT_RECOGNIZE
 from services.detector.model import Detector
 from services.orchestrator.ink import GAP_RATIO
 from services.recognizer.lexicon import find_lexicon
-from services.recognizer.model import Recognizer
+from services.recognizer.model import DESLANT_BELOW, Recognizer
 from training.evaluate_models import evaluate_real
 from training.inprocess import default_options, read_page
 from training.metrics import error_rates
@@ -35,18 +36,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pages", type=Path, required=True, help="pages with ground truth (*.png + *.json)")
     parser.add_argument("--real-dev", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "real-dev")
     parser.add_argument(
-        "settings", nargs="+", help="unit:ctc_weight:lexicon_weight:n_best:detector_min_score[:missed_word_gap]"
+        "settings",
+        nargs="+",
+        help="unit:ctc_weight:lexicon_weight:n_best:detector_min_score[:missed_word_gap[:deslant_below]]",
     )
     args = parser.parse_args(argv)
     pages = [(path.with_suffix(".png"), json.loads(path.read_text())) for path in sorted(args.pages.glob("*.json"))]
     print(
-        "| unit | CTC weight | lexicon weight | n best | detector min score | missed-word gap "
+        "| unit | CTC weight | lexicon weight | n best | detector min score | missed-word gap | deslant below "
         "| page CER | page WER | s/page | real-dev CER |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for setting in args.settings:
         unit, ctc_weight, lexicon, n_best, min_score, *rest = setting.split(":")
         gap = float(rest[0]) if rest else GAP_RATIO
+        deslant_below = float(rest[1]) if len(rest) > 1 else DESLANT_BELOW
         options = default_options(unit=unit, missed_words=gap > 0, missed_word_gap=gap or GAP_RATIO)
         detector = Detector(args.detector, min_score=float(min_score))
         recognizer = Recognizer(
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
             ctc_weight=float(ctc_weight),
             lexicon=find_lexicon(args.model, "auto" if float(lexicon) > 0 else "off", float(lexicon)),
             n_best=int(n_best),
+            deslant_below=deslant_below,
         )
         references, readings, started = [], [], time.perf_counter()
         for image, truth in pages:
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         cer, wer = error_rates(references, readings)
         real = evaluate_real(detector, recognizer, args.real_dev, options)["pipeline_cer"]
         figures = [f"{cer:.4f}", f"{wer:.4f}", f"{seconds:.2f}", f"{real:.4f}"]
-        cells = [unit, ctc_weight, lexicon, n_best, min_score, str(gap), *figures]
+        cells = [unit, ctc_weight, lexicon, n_best, min_score, str(gap), str(deslant_below), *figures]
         print("| " + " | ".join(cells) + " |")
 
 

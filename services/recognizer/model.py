@@ -17,6 +17,10 @@ near each of them (near the best one alone when its confidence is at least `Lexi
 line, its readings with one unknown word replaced), all scored by teacher forcing, mixed with the CTC
 head's log-likelihood (`ctc_weight`), and the lexicon picks among them; the confidence stays the
 decoder's, of the chosen reading.
+
+A crop read with a confidence under `deslant_below` whose ink leans is read a second time sheared upright
+(services.recognizer.slant), and the reading that scores better of the two is kept: real cursive leans more
+than the text the encoder learnt from.
 """
 
 from __future__ import annotations
@@ -34,12 +38,16 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 from transformers.modeling_outputs import BaseModelOutput
 
-from services.recognizer import compact_trocr, ppocr_encoder  # register their encoders with AutoModel
+from services.recognizer import compact_trocr, ppocr_encoder, slant  # register their encoders with AutoModel
 from services.recognizer.lexicon import Lexicon
 
 logger = logging.getLogger("handwriting.recognizer")
 # With a CTC head, the decoder generates at most this many tokens beyond the longest CTC reading of the batch.
 CTC_LENGTH_SLACK = 8
+# A crop read with a decoder confidence under DESLANT_BELOW whose ink leans by a shear of MIN_SLANT (8.5 degrees)
+# or more is read a second time sheared upright (services.recognizer.slant); the better-scored reading stays.
+DESLANT_BELOW = 0.6
+MIN_SLANT = 0.15
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,7 @@ class Recognizer:
         n_best: int = 1,
         ctc_weight: float | None = None,
         backend: str = "onnx",
+        deslant_below: float = DESLANT_BELOW,
     ):
         if beam_size < 1 or n_best < 1:
             raise ValueError("beam_size and n_best must be >= 1")
@@ -118,6 +127,7 @@ class Recognizer:
         self.batch_size = batch_size
         self.lexicon = lexicon
         self.n_best = n_best
+        self.deslant_below = deslant_below
         checkpoint = load_checkpoint(model_dir, device)
         self.model = checkpoint.model.eval()
         # 0: as many tokens as the decoder was built for (its positions, less the 8 that build_model adds)
@@ -146,17 +156,43 @@ class Recognizer:
     def predict(self, crops: list[Image.Image]) -> list[Recognition]:
         if not crops:
             return []
+        readings = self._read(crops)
+        if self.deslant_below > 0:
+            self._read_deslanted(crops, readings)
+        return [recognition for recognition, _ in readings]
+
+    def _read(self, crops: list[Image.Image]) -> list[tuple[Recognition, float]]:
+        """Each crop's reading and its score (what chose it among the candidates)."""
         # batches of similar widths: less padding to compute, and a crop reads (nearly) the same whatever
         # else was sent with it
         order = sorted(range(len(crops)), key=lambda i: crops[i].width / max(1, crops[i].height))
-        results: list[Recognition | None] = [None] * len(crops)
+        results: list[tuple[Recognition, float] | None] = [None] * len(crops)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             for index, result in zip(chunk, self._predict_batch([crops[i] for i in chunk]), strict=True):
                 results[index] = result
         return results
 
-    def _predict_batch(self, crops: list[Image.Image]) -> list[Recognition]:
+    def _read_deslanted(self, crops: list[Image.Image], readings: list[tuple[Recognition, float]]) -> None:
+        """Read again, sheared upright, the crops read with a confidence under `deslant_below` whose ink leans by
+        MIN_SLANT or more; keep whichever of the two readings scores better. Character positions are mapped
+        back to the crop as it was."""
+        unsure = [i for i, (recognition, _) in enumerate(readings) if recognition.confidence < self.deslant_below]
+        shears = [(i, slant.estimate_shear(crops[i])) for i in unsure]
+        slanted = [(i, shear) for i, shear in shears if abs(shear) >= MIN_SLANT]
+        if not slanted:
+            return
+        sheared = [slant.shear_crop(crops[i], shear) for i, shear in slanted]
+        second = self._read([image for image, _ in sheared])
+        for (i, _), (image, added), (recognition, score) in zip(slanted, sheared, second, strict=True):
+            if score > readings[i][1]:
+                width = crops[i].width
+                positions = tuple(
+                    min(1.0, max(0.0, (x * image.width - added / 2) / width)) for x in recognition.char_positions
+                )
+                readings[i] = (Recognition(recognition.text, recognition.confidence, positions), score)
+
+    def _predict_batch(self, crops: list[Image.Image]) -> list[tuple[Recognition, float]]:
         pixel_values = self.preprocess(crops).to(self.device)
         rescored = self.lexicon is not None or self.ctc_weight > 0  # readings are chosen among candidates
         n_best = self.n_best if rescored else 1
@@ -185,7 +221,10 @@ class Recognizer:
             mean_log_probs = scores.masked_fill(~emitted, 0.0).sum(dim=1) / emitted.sum(dim=1).clamp(min=1)
         confidences = mean_log_probs.exp().clamp(0.0, 1.0).tolist()
         if not rescored:
-            return [Recognition(text, confidence) for text, confidence in zip(texts, confidences, strict=True)]
+            return [
+                (Recognition(text, confidence), math.log(max(confidence, 1e-30)))
+                for text, confidence in zip(texts, confidences, strict=True)
+            ]
         lengths = self._emitted(output.sequences[:, 1:]).sum(dim=1).tolist()  # after the decoder start token
         log_probs = [m * n for m, n in zip(mean_log_probs.tolist(), lengths, strict=True)]
         groups = [
@@ -203,9 +242,9 @@ class Recognizer:
             self._combine_substitutions(encoder_states, groups, substitutions, ctc)
         results = []
         for crop, readings in enumerate(groups):
-            text, _, confidence = readings[self._best(readings)]
+            text, log_prob, confidence = readings[self._best(readings)]
             positions = ctc.positions(crop, text, self._content_fraction(crops[crop])) if ctc is not None else ()
-            results.append(Recognition(text, confidence, positions))
+            results.append((Recognition(text, confidence, positions), self._score_of(text, log_prob)))
         return results
 
     def _content_fraction(self, crop: Image.Image) -> float:

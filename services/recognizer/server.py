@@ -82,6 +82,7 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
             n_best=self.settings.lexicon_n_best,
             ctc_weight=self.settings.ctc_weight,
             backend=self.settings.backend,
+            deslant_below=self.settings.deslant_below,
         )
         # warm-up before SERVING: the first calls pay for lazy initialisation and memory growth
         self.recognizer.predict([Image.new("L", (160, 40), 255), Image.new("L", (900, 48), 255)])
