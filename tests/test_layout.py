@@ -77,6 +77,42 @@ def test_nested_detections_of_one_word_merge_into_their_union():
     assert merge_nested(apart) == apart
 
 
+def test_a_word_box_grows_into_a_weaker_box_that_holds_it_and_no_other_word():
+    from services.common.geometry import LINE, WORD
+    from services.detector.model import Detection, grow_into_weaker
+
+    body = Detection(WORD, (7, 22, 87, 65), 0.58)  # "wor" of "word": the confident box
+    neighbour = Detection(WORD, (160, 5, 220, 70), 0.9)
+    line = Detection(LINE, (0, 0, 220, 72), 0.8)
+    whole = (1, 0, 148, 77)  # the whole word, found with less confidence
+    assert grow_into_weaker([body, neighbour, line], [whole]) == [Detection(WORD, whole, 0.58), neighbour, line]
+    both = (0, 0, 225, 75)  # holds both words: joins neither
+    assert grow_into_weaker([body, neighbour], [both]) == [body, neighbour]
+    beside = (60, 20, 140, 66)  # holds under 0.6 of the body
+    assert grow_into_weaker([body, neighbour], [beside]) == [body, neighbour]
+    far = (0, 0, 300, 70)  # would make it more than twice as wide (and touch the neighbour)
+    assert grow_into_weaker([body], [far]) == [body]
+    assert grow_into_weaker([body], [(20, 0, 150, 70), (0, 20, 60, 80)]) == [Detection(WORD, (0, 0, 150, 80), 0.58)]
+
+
+def test_growing_into_weaker_boxes_only_widens_the_boxes_found(sample_page):
+    """On the sample page: the same words found, each box the same or larger, a few larger."""
+    from PIL import Image
+
+    from services.common import geometry
+    from services.common.geometry import WORD
+    from services.common.settings import DEFAULT_DETECTOR_WEIGHTS
+    from services.detector.model import Detector
+
+    page = Image.open(sample_page)
+    plain = Detector(DEFAULT_DETECTOR_WEIGHTS, extend_score=0).predict(page)
+    grown = Detector(DEFAULT_DETECTOR_WEIGHTS).predict(page)
+    assert [(d.class_id, d.score) for d in grown] == [(d.class_id, d.score) for d in plain]
+    words = [(a.box, b.box) for a, b in zip(plain, grown, strict=True) if a.class_id == WORD]
+    assert all(geometry.union([a, b]) == b for a, b in words)
+    assert sum(a != b for a, b in words) < 0.1 * len(words)
+
+
 def test_word_boxes_much_flatter_than_the_words_are_dropped():
     from services.common.geometry import LINE, WORD
     from services.detector.model import Detection, drop_flat_words

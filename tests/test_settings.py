@@ -63,3 +63,10 @@ def test_the_orchestrators_defaults_are_the_libraries():
     assert OrchestratorSettings().review_below == REVIEW_BELOW  # the flags in responses and in exports agree
     assert OrchestratorSettings().missed_words is PipelineOptions().missed_words
     assert PipelineOptions().missed_word_gap == GAP_RATIO
+
+
+def test_detector_settings_agree_with_the_library():
+    from services.common.settings import DetectorSettings
+    from services.detector.model import EXTEND_SCORE
+
+    assert DetectorSettings().detector_extend_score == EXTEND_SCORE

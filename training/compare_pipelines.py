@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from services.common.settings import DEFAULT_DETECTOR_WEIGHTS, DEFAULT_RECOGNIZER_DIR, REPO_ROOT
-from services.detector.model import Detector
+from services.detector.model import EXTEND_SCORE, Detector
 from services.orchestrator.ink import GAP_RATIO
 from services.recognizer.lexicon import find_lexicon
 from services.recognizer.model import DESLANT_BELOW, Recognizer
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_RECOGNIZER_DIR)
     parser.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR_WEIGHTS)
+    parser.add_argument(
+        "--extend-score", type=float, default=EXTEND_SCORE, help="weaker boxes that may grow a word box (0: none)"
+    )
     parser.add_argument("--pages", type=Path, required=True, help="pages with ground truth (*.png + *.json)")
     parser.add_argument("--real-dev", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "real-dev")
     parser.add_argument(
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         gap = float(rest[0]) if rest else GAP_RATIO
         deslant_below = float(rest[1]) if len(rest) > 1 else DESLANT_BELOW
         options = default_options(unit=unit, missed_words=gap > 0, missed_word_gap=gap or GAP_RATIO)
-        detector = Detector(args.detector, min_score=float(min_score))
+        detector = Detector(args.detector, min_score=float(min_score), extend_score=args.extend_score)
         recognizer = Recognizer(
             args.model,
             ctc_weight=float(ctc_weight),

@@ -102,6 +102,8 @@ class DetectorSettings(ServerSettings, ImageLimits):
     detector_image_size: int = 640
     detector_min_score: float = 0.25
     detector_iou: float = 0.3
+    # word boxes may grow into the detector's weaker boxes scored from this up (services.detector.model); 0: never
+    detector_extend_score: float = 0.1  # services.detector.model.EXTEND_SCORE
     device: str = "cpu"
     torch_threads: int = 0
     service_name: str = "detector"

@@ -1,6 +1,11 @@
 """Word and line detection with an ultralytics YOLOv8 model loaded from a local weights file.
 
 No gRPC here: `Detector.predict(image)` takes a PIL image and returns boxes in its pixels.
+
+A word box can grow into a weaker box of the detector's own (scored from `extend_score` up to `min_score`)
+that holds most of it and no other word: on real ink the detector, trained on synthetic pages, often finds
+the x-height body of a word with confidence and the whole word, ascenders and a last letter included, with
+less ("wor" of "word").
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torchvision
 from PIL import Image
 
 from services.common import geometry
 from services.common.geometry import WORD
 
 logger = logging.getLogger("handwriting.detector")
+# Weaker word boxes, scored from EXTEND_SCORE up to the detector's min_score, may grow a word box (see
+# `grow_into_weaker`); candidates are kept through NMS at EXTEND_IOU so that boxes over a found word survive.
+EXTEND_SCORE = 0.1
+EXTEND_IOU = 0.7
 
 
 def configure_ultralytics_offline(config_dir: str | Path | None = None) -> None:
@@ -71,6 +82,7 @@ class Detector:
         min_score: float = 0.25,
         iou: float = 0.3,  # words on a page barely overlap: a second box over a word is a duplicate
         max_detections: int = 1000,
+        extend_score: float = EXTEND_SCORE,  # 0: word boxes never grow into weaker ones
     ):
         weights = Path(weights)
         if not weights.exists():
@@ -84,6 +96,7 @@ class Detector:
         self.min_score = min_score
         self.iou = iou
         self.max_detections = max_detections
+        self.extend_score = extend_score
         # one warm-up pass so the first request does not pay for lazy initialisation
         self.predict(Image.new("RGB", (image_size, image_size), (255, 255, 255)))
         logger.info("detector loaded", extra={"weights": str(weights), "device": device})
@@ -97,26 +110,67 @@ class Detector:
             canvas.paste(rgb, (0, 0))
             rgb = canvas
         array = np.asarray(rgb)[:, :, ::-1]  # ultralytics takes numpy arrays as BGR
+        floor = self.min_score if min_score is None else min_score
+        extend = 0 < self.extend_score < floor
         result = self.model.predict(
             array,
             imgsz=self.image_size,
-            conf=self.min_score if min_score is None else min_score,
-            iou=self.iou,
-            max_det=self.max_detections,
+            conf=self.extend_score if extend else floor,
+            iou=max(self.iou, EXTEND_IOU) if extend else self.iou,
+            max_det=self.max_detections * (3 if extend else 1),
             device=self.device,
             verbose=False,
         )[0]
-        boxes = result.boxes
-        xyxy = boxes.xyxy.cpu().numpy()
-        classes = boxes.cls.cpu().numpy().astype(int)
-        scores = boxes.conf.cpu().numpy()
         width, height = image.size
-        detections = []
-        for b, c, s in zip(xyxy, classes, scores, strict=True):
-            box = (float(b[0]), float(b[1]), min(float(b[2]), width), min(float(b[3]), height))
-            if box[2] > box[0] and box[3] > box[1]:
-                detections.append(Detection(int(c), box, float(s)))
-        return drop_flat_words(merge_nested(detections))
+        xyxy = result.boxes.xyxy.cpu().clone()
+        xyxy[:, 2].clamp_(max=width)
+        xyxy[:, 3].clamp_(max=height)
+        classes = result.boxes.cls.cpu().long()
+        scores = result.boxes.conf.cpu()
+        sure = torch.nonzero(scores >= floor).flatten()
+        if extend:  # the boxes the detector keeps at its own score and NMS (lower scores never suppress higher)
+            sure = sure[torchvision.ops.batched_nms(xyxy[sure], scores[sure], classes[sure], self.iou)]
+            sure = sure[: self.max_detections]
+        detections = [
+            Detection(int(classes[i]), tuple(float(v) for v in xyxy[i]), float(scores[i]))
+            for i in sure.tolist()
+            if xyxy[i, 2] > xyxy[i, 0] and xyxy[i, 3] > xyxy[i, 1]
+        ]
+        detections = merge_nested(detections)
+        if extend:
+            kept = set(sure.tolist())
+            weaker = [
+                tuple(float(v) for v in xyxy[i]) for i in range(len(scores)) if i not in kept and classes[i] == WORD
+            ]
+            detections = grow_into_weaker(detections, weaker)
+        return drop_flat_words(detections)
+
+
+def grow_into_weaker(
+    detections: list[Detection], weaker: list[tuple[float, ...]], hold: float = 0.6, max_growth: float = 2.0
+) -> list[Detection]:
+    """Grow each word box to the union of the weaker word boxes that each hold at least `hold` of it and touch
+    (more than a tenth of) no other word box, as long as it stays within `max_growth` x its width and height.
+
+    A weaker box that spans two found words holds neither alone, so it joins nothing; one around a word's
+    body brings back the ascenders, descenders and end letters that the confident box cut off.
+    """
+    words = [i for i, d in enumerate(detections) if d.class_id == WORD]
+    grown: dict[int, tuple[float, ...]] = {}
+    for box in weaker:
+        touched = [
+            i for i in words if geometry.intersection(detections[i].box, box) > 0.1 * geometry.area(detections[i].box)
+        ]
+        if len(touched) != 1:
+            continue
+        word = detections[touched[0]].box
+        if geometry.intersection(word, box) < hold * geometry.area(word):
+            continue
+        union = geometry.union([grown.get(touched[0], word), box])
+        wide, tall = union[2] - union[0], union[3] - union[1]
+        if wide <= max_growth * (word[2] - word[0]) and tall <= max_growth * (word[3] - word[1]):
+            grown[touched[0]] = union
+    return [Detection(d.class_id, grown[i], d.score) if i in grown else d for i, d in enumerate(detections)]
 
 
 def merge_nested(detections: list[Detection], containment: float = 0.8) -> list[Detection]:

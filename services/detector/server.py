@@ -67,6 +67,7 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
             image_size=self.settings.detector_image_size,
             min_score=self.settings.detector_min_score,
             iou=self.settings.detector_iou,
+            extend_score=self.settings.detector_extend_score,
         )
         self.detector.predict(Image.new("RGB", (640, 480), "white"))  # warm-up before SERVING
 
