@@ -2,6 +2,7 @@
 Envoy (gRPC and REST). Prints measured figures; asserts nothing.
 
     .venv/bin/python benchmarks/latency.py [--image samples/page.png] [--repeats 10]
+    HW_BACKEND=torch .venv/bin/python benchmarks/latency.py   # both models in torch
 
 Starts its own stack (shipped models, free ports, Envoy in front) unless --address is given.
 The in-process row runs the same models with no network: detector, line grouping, crops, recognizer.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import statistics
 import sys
 import time
@@ -40,8 +42,9 @@ def in_process(image_bytes: bytes, repeats: int) -> tuple[list[float], dict]:
     from services.recognizer.lexicon import find_lexicon
     from services.recognizer.model import Recognizer
 
-    detector = Detector(DEFAULT_DETECTOR_WEIGHTS)
-    recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=find_lexicon(DEFAULT_RECOGNIZER_DIR))
+    backend = os.environ.get("HW_BACKEND", "onnx")  # as the services read it (the stack below inherits it)
+    detector = Detector(DEFAULT_DETECTOR_WEIGHTS, backend=backend)
+    recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=find_lexicon(DEFAULT_RECOGNIZER_DIR), backend=backend)
     detect_times, recognize_times = [], []
     detect, recognize = detector.predict, recognizer.predict
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import random
 
+import pytest
+
 from services.orchestrator.layout import group_into_lines
 
 
@@ -149,3 +151,29 @@ def test_ink_in_a_wide_gap_between_found_words_is_a_missed_word():
     for box in boxes:
         ImageDraw.Draw(blank).rectangle(box, fill=30)
     assert missed_words(blank, boxes, lines) == []
+
+
+def test_the_onnx_detector_finds_the_boxes_of_the_torch_one(sample_page):
+    """The default backend (ONNX Runtime, exported at start) and torch: the same boxes, classes and scores."""
+    from PIL import Image
+
+    from services.common.settings import DEFAULT_DETECTOR_WEIGHTS
+    from services.detector.model import Detector
+
+    page = Image.open(sample_page)
+    on_onnx, on_torch = Detector(DEFAULT_DETECTOR_WEIGHTS), Detector(DEFAULT_DETECTOR_WEIGHTS, backend="torch")
+    assert (on_onnx.backend, on_torch.backend) == ("onnx", "torch")
+    for image in (page, page.crop((0, 0, 300, 200))):  # a page, and a small image padded onto a canvas
+        expected, got = on_torch.predict(image), on_onnx.predict(image)
+        assert len(got) == len(expected) > 0
+        for a, b in zip(got, expected, strict=True):
+            assert a.class_id == b.class_id and abs(a.score - b.score) < 1e-3
+            assert max(abs(x - y) for x, y in zip(a.box, b.box, strict=True)) < 0.5
+
+
+def test_an_unknown_detector_backend_is_a_clear_error():
+    from services.common.settings import DEFAULT_DETECTOR_WEIGHTS
+    from services.detector.model import Detector
+
+    with pytest.raises(ValueError, match="backend"):
+        Detector(DEFAULT_DETECTOR_WEIGHTS, backend="tensorrt")

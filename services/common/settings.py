@@ -104,6 +104,8 @@ class DetectorSettings(ServerSettings, ImageLimits):
     detector_iou: float = 0.3
     # word boxes may grow into the detector's weaker boxes scored from this up (services.detector.model); 0: never
     detector_extend_score: float = 0.1  # services.detector.model.EXTEND_SCORE
+    # onnx: the network on ONNX Runtime (exported at start; on a CPU), torch: in torch (always on a GPU)
+    backend: str = "onnx"
     device: str = "cpu"
     torch_threads: int = 0
     service_name: str = "detector"

@@ -1,6 +1,8 @@
 """Word and line detection with an ultralytics YOLOv8 model loaded from a local weights file.
 
-No gRPC here: `Detector.predict(image)` takes a PIL image and returns boxes in its pixels.
+No gRPC here: `Detector.predict(image)` takes a PIL image and returns boxes in its pixels. On a CPU the
+network runs on ONNX Runtime (`backend="onnx"`, the default: exported from the weights when the detector
+starts, through ultralytics, with dynamic input sizes; twice as fast as torch here, the same boxes).
 
 A word box can grow into a weaker box of the detector's own (scored from `extend_score` up to `min_score`)
 that holds most of it and no other word: on real ink the detector, trained on synthetic pages, often finds
@@ -10,10 +12,12 @@ less ("wor" of "word").
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
 import statistics
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,14 +87,20 @@ class Detector:
         iou: float = 0.3,  # words on a page barely overlap: a second box over a word is a duplicate
         max_detections: int = 1000,
         extend_score: float = EXTEND_SCORE,  # 0: word boxes never grow into weaker ones
+        backend: str = "onnx",  # "onnx" (ONNX Runtime, on a CPU) or "torch"
     ):
         weights = Path(weights)
         if not weights.exists():
             raise FileNotFoundError(f"detector weights not found: {weights}")
+        if backend not in ("onnx", "torch"):
+            raise ValueError(f"backend must be onnx or torch, not {backend!r}")
         configure_ultralytics_offline()
         from ultralytics import YOLO
 
-        self.model = YOLO(str(weights), task="detect")
+        # the onnxruntime package serves CPUs; on a GPU torch runs the network
+        self.backend = "onnx" if backend == "onnx" and device == "cpu" else "torch"
+        model_file = export_onnx(weights, image_size) if self.backend == "onnx" else weights
+        self.model = YOLO(str(model_file), task="detect")
         self.device = device
         self.image_size = image_size
         self.min_score = min_score
@@ -99,7 +109,7 @@ class Detector:
         self.extend_score = extend_score
         # one warm-up pass so the first request does not pay for lazy initialisation
         self.predict(Image.new("RGB", (image_size, image_size), (255, 255, 255)))
-        logger.info("detector loaded", extra={"weights": str(weights), "device": device})
+        logger.info("detector loaded", extra={"weights": str(weights), "device": device, "backend": self.backend})
 
     def predict(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
         rgb = image.convert("RGB")
@@ -171,6 +181,21 @@ def grow_into_weaker(
         if wide <= max_growth * (word[2] - word[0]) and tall <= max_growth * (word[3] - word[1]):
             grown[touched[0]] = union
     return [Detection(d.class_id, grown[i], d.score) if i in grown else d for i, d in enumerate(detections)]
+
+
+def export_onnx(weights: Path, image_size: int) -> Path:
+    """The network of `weights` as ONNX (dynamic batch and size, no simplifier), in a folder of its own that
+    lives as long as this process: the weights' folder may be read-only."""
+    from ultralytics import YOLO
+
+    folder = Path(tempfile.mkdtemp(prefix="detector-onnx-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    copy = folder / weights.name
+    shutil.copy(weights, copy)
+    exported = YOLO(str(copy), task="detect").export(
+        format="onnx", imgsz=image_size, dynamic=True, simplify=False, verbose=False
+    )
+    return Path(exported)
 
 
 def merge_nested(detections: list[Detection], containment: float = 0.8) -> list[Detection]:

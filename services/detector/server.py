@@ -68,6 +68,7 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
             min_score=self.settings.detector_min_score,
             iou=self.settings.detector_iou,
             extend_score=self.settings.detector_extend_score,
+            backend=self.settings.backend,
         )
         self.detector.predict(Image.new("RGB", (640, 480), "white"))  # warm-up before SERVING
 
