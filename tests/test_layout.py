@@ -153,6 +153,26 @@ def test_ink_in_a_wide_gap_between_found_words_is_a_missed_word():
     assert missed_words(blank, boxes, lines) == []
 
 
+def test_neighbouring_word_boxes_that_overlap_are_parted_at_the_lightest_column():
+    from PIL import Image, ImageDraw
+
+    from services.orchestrator.ink import part_overlaps
+
+    page = Image.new("L", (400, 100), 235)
+    draw = ImageDraw.Draw(page)
+    for left, right in ((20, 110), (126, 250), (270, 380)):  # three words; blank paper at 110-126 and 250-270
+        for x in range(left, right, 8):
+            draw.line((x, 30, x + 4, 70), fill=30, width=3)
+    # "on" found whole; "line" found reaching back into "on"; the third box holds no neighbour
+    boxes = [(18.0, 28.0, 120.0, 72.0), (95.0, 25.0, 252.0, 75.0), (268.0, 28.0, 382.0, 72.0)]
+    assert part_overlaps(page, boxes, [[0, 1, 2]]) == 1
+    (left_end, right_start) = boxes[0][2], boxes[1][0]
+    assert left_end == right_start and 114 <= left_end <= 120  # in the blank after the first word's ink
+    assert boxes[0][:2] == (18.0, 28.0) and boxes[1][1:] == (25.0, 252.0, 75.0) and boxes[2] == (268, 28, 382, 72)
+    inside = [(18.0, 28.0, 252.0, 72.0), (126.0, 28.0, 250.0, 72.0)]  # one holds the other: not a pair to part
+    assert part_overlaps(page, inside, [[0, 1]]) == 0 and inside[1] == (126.0, 28.0, 250.0, 72.0)
+
+
 def test_the_onnx_detector_finds_the_boxes_of_the_torch_one(sample_page):
     """The default backend (ONNX Runtime, exported at start) and torch: the same boxes, classes and scores."""
     from PIL import Image

@@ -25,7 +25,7 @@ from services.common import geometry
 from services.common.crops import crop_box, cut_crop, fit_within
 from services.common.geometry import Box
 from services.common.tracing import span
-from services.orchestrator.ink import GAP_RATIO, missed_words
+from services.orchestrator.ink import GAP_RATIO, missed_words, part_overlaps
 from services.orchestrator.layout import group_into_lines
 
 UNITS = ("word", "line")
@@ -163,6 +163,7 @@ class OcrPipeline:
             boxes = [box for box, _ in words]
             lines = group_into_lines(boxes)
             gray = image.convert("L")
+            part_overlaps(gray, boxes, lines)
             found = len(boxes)  # boxes from here on are words the detector missed (detection confidence 0)
             if self.options.missed_words:
                 for number, box in missed_words(gray, boxes, lines, self.options.missed_word_gap):
