@@ -175,14 +175,17 @@ def test_neighbouring_word_boxes_that_overlap_are_parted_at_the_lightest_column(
 
 def test_the_onnx_detector_finds_the_boxes_of_the_torch_one(sample_page):
     """The default backend (ONNX Runtime, exported at start) and torch: the same boxes, classes and scores."""
+    import torch
     from PIL import Image
 
     from services.common.settings import DEFAULT_DETECTOR_WEIGHTS
     from services.detector.model import Detector
 
     page = Image.open(sample_page)
+    threads = torch.get_num_threads()
     on_onnx, on_torch = Detector(DEFAULT_DETECTOR_WEIGHTS), Detector(DEFAULT_DETECTOR_WEIGHTS, backend="torch")
     assert (on_onnx.backend, on_torch.backend) == ("onnx", "torch")
+    assert torch.get_num_threads() == threads  # ultralytics' own choice (cores - 1) is undone
     for image in (page, page.crop((0, 0, 300, 200))):  # a page, and a small image padded onto a canvas
         expected, got = on_torch.predict(image), on_onnx.predict(image)
         assert len(got) == len(expected) > 0

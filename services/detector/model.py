@@ -2,7 +2,8 @@
 
 No gRPC here: `Detector.predict(image)` takes a PIL image and returns boxes in its pixels. On a CPU the
 network runs on ONNX Runtime (`backend="onnx"`, the default: exported from the weights when the detector
-starts, through ultralytics, with dynamic input sizes; twice as fast as torch here, the same boxes).
+starts, through ultralytics, with dynamic input sizes; the same boxes, and faster than torch where the
+service calls it, from a worker thread: `benchmarks/backends.py`).
 
 A word box can grow into a weaker box of the detector's own (scored from `extend_score` up to `min_score`)
 that holds most of it and no other word: on real ink the detector, trained on synthetic pages, often finds
@@ -97,6 +98,9 @@ class Detector:
         configure_ultralytics_offline()
         from ultralytics import YOLO
 
+        # ultralytics sets torch's threads to cores - 1 when it picks a CPU device (1 on two cores): the process's
+        # setting (all cores, or HW_TORCH_THREADS) is put back once the model is loaded and warmed up
+        threads = torch.get_num_threads()
         # the onnxruntime package serves CPUs; on a GPU torch runs the network
         self.backend = "onnx" if backend == "onnx" and device == "cpu" else "torch"
         model_file = export_onnx(weights, image_size) if self.backend == "onnx" else weights
@@ -109,6 +113,7 @@ class Detector:
         self.extend_score = extend_score
         # one warm-up pass so the first request does not pay for lazy initialisation
         self.predict(Image.new("RGB", (image_size, image_size), (255, 255, 255)))
+        torch.set_num_threads(threads)
         logger.info("detector loaded", extra={"weights": str(weights), "device": device, "backend": self.backend})
 
     def predict(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
