@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--backend", choices=("onnx", "torch"), default=RecognizerSettings.backend)
     parser.add_argument(
+        "--deslant-below",
+        type=float,
+        default=RecognizerSettings.deslant_below,
+        help="the service's HW_DESLANT_BELOW: unsure slanted crops read a second time upright (0: never)",
+    )
+    parser.add_argument(
         "--crops",
         nargs="+",
         default=["recognizer"],
@@ -98,12 +104,23 @@ def main(argv: list[str] | None = None) -> None:
         figures[name] = evaluate_recognizer(args.recognizer, crops, greedy=True, backend=args.backend)
         if lexicon is not None:  # what the service reads by default; the line above is the bare model
             figures[name + "_lexicon"] = evaluate_recognizer(
-                args.recognizer, crops, lexicon=lexicon, n_best=args.n_best, backend=args.backend
+                args.recognizer,
+                crops,
+                lexicon=lexicon,
+                n_best=args.n_best,
+                backend=args.backend,
+                deslant_below=args.deslant_below,
             )
 
     if (args.real_dev / "labels.tsv").exists():
         detector = Detector(args.detector, image_size=args.imgsz)
-        recognizer = Recognizer(args.recognizer, lexicon=lexicon, n_best=args.n_best, backend=args.backend)
+        recognizer = Recognizer(
+            args.recognizer,
+            lexicon=lexicon,
+            n_best=args.n_best,
+            backend=args.backend,
+            deslant_below=args.deslant_below,
+        )
         figures["real_dev"] = evaluate_real(detector, recognizer, args.real_dev, args.unit)
     print(json.dumps(figures, indent=1, default=float))
     if args.out:

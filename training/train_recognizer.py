@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageOps
 
 from services.recognizer import compact_trocr
-from services.recognizer.model import LoadedCheckpoint, Recognizer, load_checkpoint
+from services.recognizer.model import DESLANT_BELOW, LoadedCheckpoint, Recognizer, load_checkpoint
 from training.metrics import error_rates
 
 
@@ -85,8 +85,10 @@ def evaluate(
     greedy: bool = False,
     n_best: int = 1,
     backend: str = "onnx",
+    deslant_below: float = DESLANT_BELOW,
 ) -> dict:
-    """CER, WER, word accuracy and time per crop; decoded as the service decodes (`greedy`: the decoder alone)."""
+    """CER, WER, word accuracy and time per crop; decoded as the service decodes (`greedy`: the decoder alone,
+    one reading per crop)."""
     recognizer = Recognizer(
         model_dir,
         batch_size=batch_size,
@@ -94,6 +96,7 @@ def evaluate(
         ctc_weight=0.0 if greedy else None,
         n_best=n_best,
         backend=backend,
+        deslant_below=0.0 if greedy else deslant_below,
     )
     started = time.perf_counter()
     predictions = recognizer.predict([Image.open(path).convert("L") for path, _ in rows])
