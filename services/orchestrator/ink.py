@@ -59,16 +59,14 @@ def part_overlaps(gray: Image.Image, boxes: list[Box], lines: Sequence[Sequence[
     for line in lines:
         for left, right in zip(line, line[1:], strict=False):
             a, b = boxes[left], boxes[right]
-            if not (a[0] < b[0] < a[2] < b[2]):
-                continue
-            top, bottom = int(max(a[1], b[1])), int(min(a[3], b[3])) + 1
+            top, bottom = int(max(a[1], b[1])), int(np.ceil(min(a[3], b[3])))
             x0, x1 = int(b[0]), int(np.ceil(a[2]))
-            band = pixels[top:bottom, x0:x1] if bottom > top else pixels[int(a[1]) : int(a[3]) + 1, x0:x1]
-            # darkness per column; ties (a blank run) go to the middle of the run
-            darkness = (255 - band.astype(np.int64)).sum(axis=0) if band.size else np.zeros(1)
+            if not (a[0] < b[0] < a[2] < b[2]) or bottom <= top:  # apart, nested, or beside without shared rows
+                continue
+            # darkness per column of the shared rows; ties (a blank run) go to the middle of the run
+            darkness = (255 - pixels[top:bottom, x0:x1].astype(np.int64)).sum(axis=0)
             lightest = np.flatnonzero(darkness == darkness.min())
-            cut = float(x0 + lightest[len(lightest) // 2]) if band.size else (b[0] + a[2]) / 2
-            cut = min(max(cut, b[0]), a[2])
+            cut = min(max(float(x0 + lightest[len(lightest) // 2]), b[0]), a[2])
             boxes[left], boxes[right] = (a[0], a[1], cut, a[3]), (cut, b[1], b[2], b[3])
             parted += 1
     return parted

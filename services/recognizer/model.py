@@ -38,7 +38,8 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 from transformers.modeling_outputs import BaseModelOutput
 
-from services.recognizer import compact_trocr, ppocr_encoder, slant  # register their encoders with AutoModel
+# compact_trocr and ppocr_encoder register their encoders with AutoModel when imported
+from services.recognizer import compact_trocr, ppocr_encoder, slant
 from services.recognizer.lexicon import Lexicon
 
 logger = logging.getLogger("handwriting.recognizer")
@@ -220,10 +221,10 @@ class Recognizer:
             emitted = self._emitted(output.sequences[:, -scores.shape[1] :])
             mean_log_probs = scores.masked_fill(~emitted, 0.0).sum(dim=1) / emitted.sum(dim=1).clamp(min=1)
         confidences = mean_log_probs.exp().clamp(0.0, 1.0).tolist()
-        if not rescored:
+        if not rescored:  # the score is the reading's mean log-probability
             return [
-                (Recognition(text, confidence), math.log(max(confidence, 1e-30)))
-                for text, confidence in zip(texts, confidences, strict=True)
+                (Recognition(text, confidence), mean_log_prob)
+                for text, confidence, mean_log_prob in zip(texts, confidences, mean_log_probs.tolist(), strict=True)
             ]
         lengths = self._emitted(output.sequences[:, 1:]).sum(dim=1).tolist()  # after the decoder start token
         log_probs = [m * n for m, n in zip(mean_log_probs.tolist(), lengths, strict=True)]
