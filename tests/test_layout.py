@@ -200,3 +200,21 @@ def test_an_unknown_detector_backend_is_a_clear_error():
 
     with pytest.raises(ValueError, match="backend"):
         Detector(DEFAULT_DETECTOR_WEIGHTS, backend="tensorrt")
+
+
+def test_loading_ultralytics_leaves_the_thread_settings_of_child_processes_alone():
+    """ultralytics sets OMP_NUM_THREADS=1 in os.environ when imported: a local stack started afterwards would run
+    its services on one thread. The detector's set-up puts the environment back (checked in a fresh process,
+    where ultralytics is imported for the first time)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os; os.environ.pop('OMP_NUM_THREADS', None); os.environ['MKL_NUM_THREADS'] = '3'\n"
+        "from services.detector.model import configure_ultralytics_offline\n"
+        "configure_ultralytics_offline()\n"
+        "import ultralytics.utils\n"
+        "print(os.environ.get('OMP_NUM_THREADS'), os.environ.get('MKL_NUM_THREADS'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["None", "3"]

@@ -171,7 +171,8 @@ def test_near_words_of_every_reading_join_the_readings_once(tiny_recognizer_dir)
     groups = [[("tke", -1.0, 0.5), ("toe", -2.0, 0.3), ("tce", -3.0, 0.1), ("freedomz", -4.0, 0.1)]]
     with torch.inference_mode():
         pixels = recognizer.preprocess(crops(1))
-        recognizer._add_near_words(recognizer.model.encoder(pixel_values=pixels).last_hidden_state, groups)
+        states = recognizer.model.encoder(pixel_values=pixels).last_hidden_state
+        recognizer._add_near_words(recognizer._encoded(states), groups)
     assert [text for text, _, _ in groups[0][4:]] == ["the", "freedoms"]
 
 
@@ -181,7 +182,8 @@ def test_near_words_are_scored_by_teacher_forcing(fixture, request):
     pixels = recognizer.preprocess(crops(2))
     groups = [[("tke", -30.0, 0.1)], [("19", -1.0, 0.7)]]  # a decoder's best readings: a non-word, a number
     with torch.inference_mode():
-        recognizer._add_near_words(recognizer.model.encoder(pixel_values=pixels).last_hidden_state, groups)
+        states = recognizer.model.encoder(pixel_values=pixels).last_hidden_state
+        recognizer._add_near_words(recognizer._encoded(states), groups)
         model, tokenizer = recognizer.model, recognizer.tokenizer
         target = tokenizer("the", add_special_tokens=False).input_ids + [model.generation_config.eos_token_id]
         decoder_input = torch.tensor([[model.generation_config.decoder_start_token_id] + target[:-1]])
@@ -210,9 +212,9 @@ def test_ctc_alignment_places_each_character_at_its_frame():
     assert scores.positions(0, "ab", 0.8) == pytest.approx(((1 + 0.5) / 6.4, (4 + 0.5) / 6.4))
 
 
-def test_the_onnx_encoder_reads_as_the_torch_one_on_the_shipped_model(sample_page):
-    """The shipped model's encoder under ONNX Runtime (the default backend): same readings, same confidences,
-    whatever the batch's widths (the graph's batch and width are dynamic, padding masked)."""
+def test_the_onnx_backend_reads_as_torch_on_the_shipped_model(sample_page):
+    """The shipped model's encoder and decoder under ONNX Runtime (the default backend): same readings, same
+    confidences, whatever the batch's widths (the graph's batch and width are dynamic, padding masked)."""
     from services.common import geometry
     from services.common.crops import cut_crop
     from services.common.settings import DEFAULT_RECOGNIZER_DIR
@@ -226,14 +228,17 @@ def test_the_onnx_encoder_reads_as_the_torch_one_on_the_shipped_model(sample_pag
     on_torch = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=lexicon, backend="torch", batch_size=16)
     on_onnx = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=lexicon, backend="onnx", batch_size=16)
     assert on_onnx.backend == "onnx" and on_torch.backend == "torch"
+    assert on_onnx.onnx_encoder is not None and on_onnx.onnx_decoder is not None
     expected, got = on_torch.predict(page_crops), on_onnx.predict(page_crops)
     assert [r.text for r in got] == [r.text for r in expected]
     assert max(abs(a.confidence - b.confidence) for a, b in zip(got, expected, strict=True)) < 1e-3
     assert on_onnx.predict(page_crops[:1])[0].text == expected[0].text  # alone, unpadded
 
 
-def test_other_encoders_stay_on_torch(tiny_recognizer_dir):
-    assert Recognizer(tiny_recognizer_dir, max_new_tokens=2, backend="onnx").backend == "torch"
+def test_other_encoders_stay_on_torch_and_trocr_decoders_go_to_onnx(tiny_recognizer_dir):
+    recognizer = Recognizer(tiny_recognizer_dir, max_new_tokens=2, backend="onnx")
+    assert recognizer.onnx_encoder is None and recognizer.onnx_decoder is not None
+    assert Recognizer(tiny_recognizer_dir, max_new_tokens=2, backend="torch").onnx_decoder is None
     with pytest.raises(ValueError):
         Recognizer(tiny_recognizer_dir, backend="tensorrt")
 
@@ -292,3 +297,23 @@ def test_unsure_slanted_crops_keep_the_better_of_two_readings(sample_page):
             offsets = [abs(x - y) * crop.width for x, y in zip(a.char_positions, result.char_positions, strict=True)]
             assert max(offsets) < 0.5 * crop.height
     assert 0 < kept_second < len(leaning)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_recognizer_dir", "tiny_stock_trocr_dir"])
+def test_the_onnx_decoder_searches_and_scores_as_generate_does(fixture, request):
+    """Greedy search with cached keys and values on ONNX Runtime: the tokens and log-probabilities of
+    `generate` + `compute_transition_scores`, and teacher forcing gives the torch decoder's logits."""
+    recognizer = Recognizer(request.getfixturevalue(fixture), max_new_tokens=6, backend="onnx")
+    model, decoder = recognizer.model, recognizer.onnx_decoder
+    pixels = recognizer.preprocess(crops(5))
+    with torch.inference_mode():
+        states = model.encoder(pixel_values=pixels).last_hidden_state
+        output = model.generate(pixels, max_new_tokens=6, output_scores=True, return_dict_in_generate=True)
+        expected = model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
+        sequences, log_probs = decoder.greedy(decoder.cross(states.numpy()), 6)
+        assert sequences.tolist() == output.sequences.tolist()
+        emitted = recognizer._emitted(output.sequences[:, 1:])
+        assert torch.allclose(torch.from_numpy(log_probs).float()[emitted], expected[emitted], atol=1e-4)
+        logits = model(pixel_values=pixels, decoder_input_ids=output.sequences).logits
+        forced = decoder.logits(decoder.cross(states.numpy()), output.sequences.numpy())
+        assert torch.allclose(torch.from_numpy(forced), logits, atol=1e-4)

@@ -37,6 +37,9 @@ EXTEND_SCORE = 0.1
 EXTEND_IOU = 0.7
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "NUMEXPR_MAX_THREADS", "MKL_NUM_THREADS")
+
+
 def configure_ultralytics_offline(config_dir: str | Path | None = None) -> None:
     """Make ultralytics run with zero network calls (no settings sync, no font or weight downloads).
 
@@ -53,8 +56,17 @@ def configure_ultralytics_offline(config_dir: str | Path | None = None) -> None:
 
         font.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", font)
+    # importing ultralytics sets OMP_NUM_THREADS=1 (and NUMEXPR_MAX_THREADS) in os.environ: every process started
+    # afterwards (a local stack's services, `handwriting.stack`) would run torch and ONNX Runtime on one thread
+    # (the sample page through gRPC: 497 -> 736 ms when the launching process had loaded the detector)
+    threads_before = {name: os.environ.get(name) for name in THREAD_VARIABLES}
     from ultralytics import settings
 
+    for name, value in threads_before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     settings.update({"sync": False})
     _restore_pillow_open()
 

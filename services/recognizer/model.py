@@ -39,7 +39,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoder
 from transformers.modeling_outputs import BaseModelOutput
 
 # compact_trocr and ppocr_encoder register their encoders with AutoModel when imported
-from services.recognizer import compact_trocr, ppocr_encoder, slant
+from services.recognizer import compact_trocr, onnx_decoder, ppocr_encoder, slant
 from services.recognizer.lexicon import Lexicon
 
 logger = logging.getLogger("handwriting.recognizer")
@@ -149,7 +149,11 @@ class Recognizer:
 
             example = self.preprocess([Image.new("L", (60, 32), 255), Image.new("L", (200, 40), 255)])
             self.onnx_encoder = OnnxEncoder(self.model.encoder, example)
-        self.backend = "onnx" if self.onnx_encoder is not None else "torch"
+        # its TrOCR decoder too (greedy reading and scoring; beam search stays in torch)
+        self.onnx_decoder = None
+        if backend == "onnx" and onnx_decoder.supported(self.model) and device == "cpu":
+            self.onnx_decoder = onnx_decoder.OnnxDecoder(self.model)
+        self.backend = "onnx" if self.onnx_encoder is not None or self.onnx_decoder is not None else "torch"
         self.model_name = os.path.basename(os.path.normpath(str(model_dir)))
         logger.info("recognizer loaded", extra={"model_dir": str(model_dir), "device": device})
 
@@ -199,26 +203,32 @@ class Recognizer:
         n_best = self.n_best if rescored else 1
         beams = max(self.beam_size, n_best)
         beam_options = dict(num_beams=beams, num_return_sequences=n_best, length_penalty=1.0, early_stopping=True)
-        encoder_states, ctc_logits = self._encode(pixel_values)  # once: decoding and near-word scoring share it
-        encoded = BaseModelOutput(last_hidden_state=encoder_states)
+        encoder_states, ctc_logits = self._encode(pixel_values)
+        encoded = self._encoded(encoder_states)  # once: decoding and near-word scoring share it
         ctc = self._ctc(pixel_values, ctc_logits) if self.ctc_weight else None
         max_new_tokens = self.max_new_tokens
         if ctc is not None:  # the CTC head says how long the readings are: the decoder need not go much further
             max_new_tokens = min(max_new_tokens, max(len(text) for text in ctc.best_paths) + CTC_LENGTH_SLACK)
-        output = self.model.generate(
-            pixel_values,
-            encoder_outputs=encoded,
-            max_new_tokens=max_new_tokens,
-            output_scores=True,
-            return_dict_in_generate=True,
-            **(beam_options if beams > 1 else {}),
-        )
-        texts = [text.strip() for text in self.tokenizer.batch_decode(output.sequences, skip_special_tokens=True)]
+        if encoded.cross is not None and beams == 1:  # greedy on ONNX Runtime: the same search as generate's
+            sequences, token_log_probs = self.onnx_decoder.greedy(encoded.cross, max_new_tokens)
+            sequences, scores = torch.from_numpy(sequences), torch.from_numpy(token_log_probs).float()
+        else:
+            output = self.model.generate(
+                pixel_values,
+                encoder_outputs=BaseModelOutput(last_hidden_state=encoder_states),
+                max_new_tokens=max_new_tokens,
+                output_scores=True,
+                return_dict_in_generate=True,
+                **(beam_options if beams > 1 else {}),
+            )
+            sequences = output.sequences
+            if beams == 1:
+                scores = self.model.compute_transition_scores(sequences, output.scores, normalize_logits=True)
+        texts = [text.strip() for text in self.tokenizer.batch_decode(sequences, skip_special_tokens=True)]
         if beams > 1:  # beam scores are length-normalised: the mean log-probability of each reading
             mean_log_probs = output.sequences_scores
         else:
-            scores = self.model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
-            emitted = self._emitted(output.sequences[:, -scores.shape[1] :])
+            emitted = self._emitted(sequences[:, -scores.shape[1] :])
             mean_log_probs = scores.masked_fill(~emitted, 0.0).sum(dim=1) / emitted.sum(dim=1).clamp(min=1)
         confidences = mean_log_probs.exp().clamp(0.0, 1.0).tolist()
         if not rescored:  # the score is the reading's mean log-probability
@@ -226,27 +236,31 @@ class Recognizer:
                 (Recognition(text, confidence), mean_log_prob)
                 for text, confidence, mean_log_prob in zip(texts, confidences, mean_log_probs.tolist(), strict=True)
             ]
-        lengths = self._emitted(output.sequences[:, 1:]).sum(dim=1).tolist()  # after the decoder start token
+        lengths = self._emitted(sequences[:, 1:]).sum(dim=1).tolist()  # after the decoder start token
         log_probs = [m * n for m, n in zip(mean_log_probs.tolist(), lengths, strict=True)]
         groups = [
             [(texts[i], log_probs[i], confidences[i]) for i in range(start, start + n_best)]
             for start in range(0, len(texts), n_best)
         ]
         if ctc is not None:  # the CTC head's best path joins the candidates
-            self._add(encoder_states, groups, [(crop, text) for crop, text in enumerate(ctc.best_paths) if text])
+            self._add(encoded, groups, [(crop, text) for crop, text in enumerate(ctc.best_paths) if text])
         substitutions: dict[tuple[int, str], tuple[str, int, str]] = {}
         if self.lexicon is not None:
-            substitutions = self._add_near_words(encoder_states, groups)
+            substitutions = self._add_near_words(encoded, groups)
         if ctc is not None:
             ctc.rescore(groups, range(len(groups)), self.ctc_weight)
         if substitutions:  # lines with several unknown words: every improving substitution at once
-            self._combine_substitutions(encoder_states, groups, substitutions, ctc)
+            self._combine_substitutions(encoded, groups, substitutions, ctc)
         results = []
         for crop, readings in enumerate(groups):
             text, log_prob, confidence = readings[self._best(readings)]
             positions = ctc.positions(crop, text, self._content_fraction(crops[crop])) if ctc is not None else ()
             results.append((Recognition(text, confidence, positions), self._score_of(text, log_prob)))
         return results
+
+    def _encoded(self, encoder_states: torch.Tensor) -> Encoded:
+        cross = self.onnx_decoder.cross(encoder_states.cpu().numpy()) if self.onnx_decoder is not None else None
+        return Encoded(encoder_states, cross)
 
     def _content_fraction(self, crop: Image.Image) -> float:
         """How much of the encoder's columns for `crop` its own pixels span (the rest is the added margin)."""
@@ -259,7 +273,7 @@ class Recognizer:
             return self.lexicon.choose(candidates)
         return max(range(len(candidates)), key=lambda i: candidates[i][1])
 
-    def _add(self, encoder_states: torch.Tensor, groups: list, wanted: list[tuple[int, str]]) -> list[int]:
+    def _add(self, encoded: Encoded, groups: list, wanted: list[tuple[int, str]]) -> list[int]:
         """Add (crop, text) candidates not already there, scored by the decoder; returns the crops that got one."""
         new, seen = [], {(crop, text) for crop, readings in enumerate(groups) for text, _, _ in readings}
         for crop, text in wanted:
@@ -268,7 +282,7 @@ class Recognizer:
                 new.append((crop, text))
         if not new:
             return []
-        log_probs, lengths = self._score(encoder_states[[crop for crop, _ in new]], [text for _, text in new])
+        log_probs, lengths = self._score(encoded.rows([crop for crop, _ in new]), [text for _, text in new])
         for (crop, text), log_prob, length in zip(new, log_probs, lengths, strict=True):
             groups[crop].append((text, log_prob, min(1.0, math.exp(log_prob / max(1, length)))))
         return [crop for crop, _ in new]
@@ -287,13 +301,11 @@ class Recognizer:
         lengths = owned(pixel_values, log_probs.shape[1]) if owned else [log_probs.shape[1]] * len(log_probs)
         return CtcScores([log_probs[i, : lengths[i]] for i in range(len(lengths))])
 
-    def _add_near_words(
-        self, encoder_states: torch.Tensor, groups: list
-    ) -> dict[tuple[int, str], tuple[str, int, str]]:
+    def _add_near_words(self, encoded: Encoded, groups: list) -> dict[tuple[int, str], tuple[str, int, str]]:
         """Add to each crop's readings the lexicon words near any of its readings, scored by the model; for a
         reading of several words (a line), the readings with one unknown word replaced by a near word.
         Returns, for each such line variant (crop, text), the reading it came from, the word's index and the word.
-        `encoder_states`: the encoder's output for the crops, one row per group."""
+        `encoded`: the encoder's output for the crops, one row per group."""
         # every reading's near words when the best reading is uncertain; the best one's alone otherwise
         sources = [readings if readings[0][2] < self.lexicon.sure else readings[:1] for readings in groups]
         words_of = [[text.split() for text, _, _ in readings] for readings in sources]
@@ -313,10 +325,10 @@ class Recognizer:
                         variant = " ".join([*words[:index], word, *words[index + 1 :]])
                         wanted.append((crop, variant))
                         substitutions.setdefault((crop, variant), (text, index, word))
-        self._add(encoder_states, groups, wanted)
+        self._add(encoded, groups, wanted)
         return substitutions
 
-    def _combine_substitutions(self, encoder_states, groups, substitutions, ctc: CtcScores | None) -> None:
+    def _combine_substitutions(self, encoded: Encoded, groups, substitutions, ctc: CtcScores | None) -> None:
         """For each line whose best reading several single-word substitutions improve, add the reading with all
         of them (the best one for each word), scored like the others."""
         wanted = []
@@ -335,14 +347,14 @@ class Recognizer:
                     words[index] = word
                 wanted.append((crop, " ".join(words)))
         before = [len(readings) for readings in groups]
-        crops = self._add(encoder_states, groups, wanted)
+        crops = self._add(encoded, groups, wanted)
         if ctc is not None and crops:
             ctc.rescore(groups, crops, self.ctc_weight, start=before)
 
     def _score_of(self, text: str, log_prob: float) -> float:
         return log_prob + (self.lexicon.weight * self.lexicon.prior(text) if self.lexicon is not None else 0.0)
 
-    def _score(self, encoder_states: torch.Tensor, texts: list[str]) -> tuple[list[float], list[int]]:
+    def _score(self, encoded: Encoded, texts: list[str]) -> tuple[list[float], list[int]]:
         """Summed log-probability of each text (end token included) under the decoder, by teacher forcing."""
         config = self.model.generation_config
         eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
@@ -360,11 +372,14 @@ class Recognizer:
             inputs[row, 0] = start
             inputs[row, 1 : len(target)] = torch.tensor(target[:-1])
         labels, inputs = labels.to(self.device), inputs.to(self.device)
-        logits = self.model(
-            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_states),
-            decoder_input_ids=inputs,
-            decoder_attention_mask=(labels != -100).long(),
-        ).logits
+        if encoded.cross is not None:  # causal attention: no row's text sees the padding after it
+            logits = torch.from_numpy(self.onnx_decoder.logits(encoded.cross, inputs.numpy()))
+        else:
+            logits = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=encoded.states),
+                decoder_input_ids=inputs,
+                decoder_attention_mask=(labels != -100).long(),
+            ).logits
         token_log_probs = logits.log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         token_log_probs = token_log_probs.masked_fill(labels == -100, 0.0)
         return token_log_probs.sum(dim=1).tolist(), [len(t) for t in targets]
@@ -374,6 +389,19 @@ class Recognizer:
         eos = self.model.generation_config.eos_token_id
         is_eos = torch.isin(generated, torch.tensor(eos if isinstance(eos, list) else [eos], device=generated.device))
         return (is_eos.cumsum(dim=1) - is_eos.long()) == 0
+
+
+@dataclass
+class Encoded:
+    """A batch's encoder states (N, T, D) and, with the decoder on ONNX Runtime, each decoder layer's
+    cross-attention keys and values made from them (computed once: every reading of the batch uses them)."""
+
+    states: torch.Tensor
+    cross: list[np.ndarray] | None = None
+
+    def rows(self, rows: list[int]) -> Encoded:
+        cross = None if self.cross is None else [array[rows] for array in self.cross]
+        return Encoded(self.states[rows], cross)
 
 
 class CtcScores:
