@@ -82,6 +82,12 @@ def main(argv: list[str] | None = None) -> None:
         help="the service's HW_DESLANT_BELOW: unsure slanted crops read a second time upright (0: never)",
     )
     parser.add_argument(
+        "--encoder-onnx",
+        type=Path,
+        help="an encoder graph to run instead of the weights' own (the service's HW_ENCODER_ONNX; "
+        "training.quantize_encoder makes an int8 one)",
+    )
+    parser.add_argument(
         "--crops",
         nargs="+",
         default=["recognizer"],
@@ -101,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     for crop_set in args.crops:  # "recognizer": word crops; "recognizer-lines": line crops
         crops = read_split(args.data / crop_set / "val", args.limit or None)
         name = "recognizer_held_out_fonts" + ("" if crop_set == "recognizer" else "_" + crop_set.split("-")[-1])
-        figures[name] = evaluate_recognizer(args.recognizer, crops, greedy=True, backend=args.backend)
+        figures[name] = evaluate_recognizer(
+            args.recognizer, crops, greedy=True, backend=args.backend, encoder_onnx=args.encoder_onnx
+        )
         if lexicon is not None:  # what the service reads by default; the line above is the bare model
             figures[name + "_lexicon"] = evaluate_recognizer(
                 args.recognizer,
@@ -110,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
                 n_best=args.n_best,
                 backend=args.backend,
                 deslant_below=args.deslant_below,
+                encoder_onnx=args.encoder_onnx,
             )
 
     if (args.real_dev / "labels.tsv").exists():
@@ -120,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             n_best=args.n_best,
             backend=args.backend,
             deslant_below=args.deslant_below,
+            encoder_onnx=args.encoder_onnx,
         )
         figures["real_dev"] = evaluate_real(detector, recognizer, args.real_dev, args.unit)
     print(json.dumps(figures, indent=1, default=float))

@@ -86,9 +86,10 @@ def evaluate(
     n_best: int = 1,
     backend: str = "onnx",
     deslant_below: float = DESLANT_BELOW,
+    encoder_onnx: Path | None = None,
 ) -> dict:
     """CER, WER, word accuracy and time per crop; decoded as the service decodes (`greedy`: the decoder alone,
-    one reading per crop)."""
+    one reading per crop; `encoder_onnx`: an encoder graph to run, as the service's HW_ENCODER_ONNX)."""
     recognizer = Recognizer(
         model_dir,
         batch_size=batch_size,
@@ -97,6 +98,7 @@ def evaluate(
         n_best=n_best,
         backend=backend,
         deslant_below=0.0 if greedy else deslant_below,
+        encoder_onnx=encoder_onnx,
     )
     started = time.perf_counter()
     predictions = recognizer.predict([Image.open(path).convert("L") for path, _ in rows])

@@ -128,6 +128,8 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     batch_wait_ms: float = 5.0
     # onnx: the encoder on ONNX Runtime (exported at start), the decoder in torch; torch: all in torch
     backend: str = "onnx"
+    # with the onnx backend: an encoder graph to run instead of the weights' own (training.quantize_encoder's int8)
+    encoder_onnx: str = ""
     # crops read with a confidence under this whose ink leans are read again sheared upright; 0: never
     deslant_below: float = 0.6  # services.recognizer.model.DESLANT_BELOW
     max_crops_per_request: int = 512

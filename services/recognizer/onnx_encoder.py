@@ -54,11 +54,13 @@ def export(encoder: torch.nn.Module, example: torch.Tensor) -> bytes:
 class OnnxEncoder:
     """Runs the exported encoder; `__call__` gives torch tensors (hidden states, CTC logits)."""
 
-    def __init__(self, encoder: torch.nn.Module, example: torch.Tensor, threads: int = 0):
+    def __init__(self, encoder: torch.nn.Module, example: torch.Tensor, threads: int = 0, graph: bytes | None = None):
+        """`graph`: an exported encoder to run instead (e.g. one quantised by training.quantize_encoder)."""
         import onnxruntime
 
         options = session_options(onnxruntime, threads)
-        self.session = onnxruntime.InferenceSession(export(encoder, example), options, providers=providers())
+        graph = graph if graph is not None else export(encoder, example)
+        self.session = onnxruntime.InferenceSession(graph, options, providers=providers())
         logger.info("encoder on ONNX Runtime", extra={"providers": self.session.get_providers()})
 
     def __call__(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -83,6 +83,7 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
             ctc_weight=self.settings.ctc_weight,
             backend=self.settings.backend,
             deslant_below=self.settings.deslant_below,
+            encoder_onnx=self.settings.encoder_onnx or None,
         )
         # warm-up before SERVING: the first calls pay for lazy initialisation and memory growth
         self.recognizer.predict([Image.new("L", (160, 40), 255), Image.new("L", (900, 48), 255)])
