@@ -37,10 +37,11 @@ def test_required_fields_fail_with_a_clear_message():
 def test_recognizer_lexicon_setting(tmp_path):
     from services.common.settings import RecognizerSettings
     from services.recognizer.lexicon import DEFAULT_WEIGHT, find_lexicon
-    from services.recognizer.model import DESLANT_BELOW
+    from services.recognizer.model import DESLANT_BELOW, ENCODER_BATCH_SIZE
 
     assert RecognizerSettings().lexicon_weight == DEFAULT_WEIGHT  # the service and the library agree
     assert RecognizerSettings().deslant_below == DESLANT_BELOW
+    assert RecognizerSettings().encoder_batch_size == ENCODER_BATCH_SIZE
 
     assert find_lexicon(tmp_path) is None  # auto, and the model has none
     (tmp_path / "lexicon.tsv").write_text("word\t5.0\n")

@@ -43,9 +43,14 @@ def calibration_crops(folder: Path, count: int, seed: int = 0) -> list[Image.Ima
 def quantize(
     model_dir: Path, out: Path, mode: str, crops: list[Image.Image], smooth: bool = True, batch: int = 16
 ) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_dynamic
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from services.recognizer import onnx_encoder

@@ -41,6 +41,7 @@ from transformers.modeling_outputs import BaseModelOutput
 # compact_trocr and ppocr_encoder register their encoders with AutoModel when imported
 from services.recognizer import compact_trocr, onnx_decoder, ppocr_encoder, slant
 from services.recognizer.lexicon import Lexicon
+from services.recognizer.onnx_decoder import Cross
 
 logger = logging.getLogger("handwriting.recognizer")
 # With a CTC head, the decoder generates at most this many tokens beyond the longest CTC reading of the batch.
@@ -49,6 +50,9 @@ CTC_LENGTH_SLACK = 8
 # or more is read a second time sheared upright (services.recognizer.slant); the better-scored reading stays.
 DESLANT_BELOW = 0.6
 MIN_SLANT = 0.15
+# With the decoder on ONNX Runtime (greedy), crops go through the encoder this many at a time (of similar widths:
+# little padding to compute) and through the decoder `batch_size` at a time (fewer sequential steps).
+ENCODER_BATCH_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ class Recognizer:
         backend: str = "onnx",
         deslant_below: float = DESLANT_BELOW,
         encoder_onnx: str | Path | None = None,
+        encoder_batch_size: int = ENCODER_BATCH_SIZE,
     ):
         """`encoder_onnx`: with the onnx backend, a file holding the encoder graph to run instead of the one
         exported from the weights at start (an int8 one from `training.quantize_encoder`)."""
@@ -160,6 +165,8 @@ class Recognizer:
         if backend == "onnx" and onnx_decoder.supported(self.model) and device == "cpu":
             self.onnx_decoder = onnx_decoder.OnnxDecoder(self.model)
         self.backend = "onnx" if self.onnx_encoder is not None or self.onnx_decoder is not None else "torch"
+        # with the decoder in torch, each call's crops go through the encoder and the decoder together
+        self.encoder_batch_size = max(1, encoder_batch_size) if self.onnx_decoder is not None else batch_size
         self.model_name = os.path.basename(os.path.normpath(str(model_dir)))
         logger.info("recognizer loaded", extra={"model_dir": str(model_dir), "device": device})
 
@@ -204,18 +211,28 @@ class Recognizer:
                 readings[i] = (Recognition(recognition.text, recognition.confidence, positions), score)
 
     def _predict_batch(self, crops: list[Image.Image]) -> list[tuple[Recognition, float]]:
-        pixel_values = self.preprocess(crops).to(self.device)
         rescored = self.lexicon is not None or self.ctc_weight > 0  # readings are chosen among candidates
         n_best = self.n_best if rescored else 1
         beams = max(self.beam_size, n_best)
         beam_options = dict(num_beams=beams, num_return_sequences=n_best, length_penalty=1.0, early_stopping=True)
-        encoder_states, ctc_logits = self._encode(pixel_values)
-        encoded = self._encoded(encoder_states)  # once: decoding and near-word scoring share it
-        ctc = self._ctc(pixel_values, ctc_logits) if self.ctc_weight else None
+        # greedy on ONNX Runtime: the encoder reads the crops a few at a time (less padding to compute), the
+        # decoder all of them at once (fewer sequential steps), each crop attending to its own encoder batch's
+        # columns only; so a crop reads as it does in torch with batch_size = encoder_batch_size
+        greedy_onnx = self.onnx_decoder is not None and beams == 1
+        size = self.encoder_batch_size if greedy_onnx else len(crops)
+        encoded, ctc_log_probs = [], []
+        for start in range(0, len(crops), size):
+            pixel_values = self.preprocess(crops[start : start + size]).to(self.device)
+            encoder_states, ctc_logits = self._encode(pixel_values)
+            encoded.append(self._encoded(encoder_states))  # once: decoding and near-word scoring share it
+            if self.ctc_weight:
+                ctc_log_probs += self._ctc(pixel_values, ctc_logits).log_probs
+        encoded = encoded[0] if len(encoded) == 1 else Encoded(None, Cross.join([e.cross for e in encoded]))
+        ctc = CtcScores(ctc_log_probs) if self.ctc_weight else None
         max_new_tokens = self.max_new_tokens
         if ctc is not None:  # the CTC head says how long the readings are: the decoder need not go much further
             max_new_tokens = min(max_new_tokens, max(len(text) for text in ctc.best_paths) + CTC_LENGTH_SLACK)
-        if encoded.cross is not None and beams == 1:  # greedy on ONNX Runtime: the same search as generate's
+        if greedy_onnx:  # the same search as generate's
             sequences, token_log_probs = self.onnx_decoder.greedy(encoded.cross, max_new_tokens)
             sequences, scores = torch.from_numpy(sequences), torch.from_numpy(token_log_probs).float()
         else:
@@ -399,15 +416,16 @@ class Recognizer:
 
 @dataclass
 class Encoded:
-    """A batch's encoder states (N, T, D) and, with the decoder on ONNX Runtime, each decoder layer's
-    cross-attention keys and values made from them (computed once: every reading of the batch uses them)."""
+    """A batch's encoder states (N, T, D) (None when joined from encoder batches of different widths) and, with
+    the decoder on ONNX Runtime, each decoder layer's cross-attention keys and values made from them (computed
+    once: every reading of the batch uses them)."""
 
-    states: torch.Tensor
-    cross: list[np.ndarray] | None = None
+    states: torch.Tensor | None
+    cross: Cross | None = None
 
     def rows(self, rows: list[int]) -> Encoded:
-        cross = None if self.cross is None else [array[rows] for array in self.cross]
-        return Encoded(self.states[rows], cross)
+        states = None if self.states is None else self.states[rows]
+        return Encoded(states, None if self.cross is None else self.cross.rows(rows))
 
 
 class CtcScores:

@@ -1,26 +1,30 @@
 """The recognizer's TrOCR decoder under ONNX Runtime, with its keys and values cached between steps.
 
-In torch a decoder step of the shipped model (3 layers, d 256, a batch of 32 crops) costs about 7 ms, almost
-all of it per-module overhead of eager PyTorch and `generate`; the same step in ONNX Runtime costs a fraction
-of that, and a page's greedy reading takes some 40 sequential steps (benchmarks/flops.py). Two graphs are
-exported from the loaded weights when the recognizer starts (in memory, like the encoder's):
+A greedy step of the shipped decoder (3 layers, d 256) on a batch of 32 word crops takes about 3 ms in torch's
+`generate` and 1.4 ms here (/tmp measurement on this 2-core machine, `models/recognizer/README.md`), and a page
+takes some 40 sequential steps. Two graphs are exported from the loaded weights when the recognizer starts (in
+memory, like the encoder's):
 
-- `cross`: the encoder's states -> each layer's cross-attention keys and values, once per batch;
-- `step`: token ids (B, L), each layer's cached self-attention keys and values (B, heads, P, head_dim) and
-  the cross keys and values -> logits (B, L, vocab) and the self-attention keys and values with the L new
-  positions appended. L = 1 is a greedy step; P = 0 and L = a whole text is teacher forcing (scoring).
+- `cross`: the encoder's states -> each layer's cross-attention keys and values, once per encoder batch;
+- `step`: token ids (B, L), a cross-attention mask (B, T), each layer's cached self-attention keys and values
+  (B, heads, P, head_dim) and the cross keys and values -> logits (B, L, vocab) and the self-attention keys and
+  values with the L new positions appended. L = 1 is a greedy step; P = 0 and L = a whole text is teacher
+  forcing (scoring).
 
-`greedy` runs the greedy search of `generate` (argmax each step until every row has emitted the end token or
-`max_new_tokens` are made, rows that ended padded) and gives each row its tokens' log-probabilities, which is
-what the recognizer takes from `generate` and `compute_transition_scores`. `tests/test_recognizer_model.py`
-checks both backends read the same. Only TrOCR decoders with learned positions are exported (the shipped
-model's and Microsoft's checkpoints); others, and beam search, stay in torch.
+The mask lets one decoding batch hold crops of several encoder batches (`Cross.join`): each crop attends to
+the columns its own encoder batch gave it, as if decoded with that batch alone. `greedy` runs the greedy search
+of `generate` (argmax each step until every row has emitted the end token or `max_new_tokens` are made, rows
+that ended padded) and gives each row its tokens' log-probabilities, what the recognizer takes from `generate`
+and `compute_transition_scores`. `tests/test_recognizer_model.py` checks that both backends read the same.
+Only TrOCR decoders with learned positions are exported (the shipped model's and Microsoft's checkpoints);
+others, and beam search, stay in torch.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -60,10 +64,13 @@ class _Step(torch.nn.Module):
         self.decoder = decoder
         self.output_projection = model.decoder.output_projection
 
-    def forward(self, input_ids: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, input_ids: torch.Tensor, cross_mask: torch.Tensor, *caches: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         decoder = self.decoder
         layers = len(decoder.layers)
         past, cross = caches[: 2 * layers], caches[2 * layers :]
+        cross_mask = cross_mask[:, None, None, :]  # (B, T) -> added to every head's and position's weights
         length, before = input_ids.shape[1], past[0].shape[2]
         positions = torch.arange(length, device=input_ids.device) + before
         embed_positions = decoder.embed_positions
@@ -83,7 +90,7 @@ class _Step(torch.nn.Module):
             hidden = layer.self_attn_layer_norm(hidden + _attend(self_attention, hidden, k, v, mask))
             cross_attention = layer.encoder_attn
             hidden = layer.encoder_attn_layer_norm(
-                hidden + _attend(cross_attention, hidden, cross[2 * index], cross[2 * index + 1], None)
+                hidden + _attend(cross_attention, hidden, cross[2 * index], cross[2 * index + 1], cross_mask)
             )
             hidden = layer.final_layer_norm(hidden + layer.fc2(layer.activation_fn(layer.fc1(hidden))))
         return (self.output_projection(hidden), *present)
@@ -117,6 +124,38 @@ def _export(module: torch.nn.Module, args: tuple, inputs: list[str], outputs: li
             dynamo=False,
         )
     return buffer.getvalue()
+
+
+@dataclass
+class Cross:
+    """Each decoder layer's cross-attention keys and values (B, heads, T, head_dim) for a batch of crops, and an
+    additive mask (B, T) of the columns each crop's attention skips: 0 over the columns its encoder batch gave
+    it, -inf-like over those added to join encoder batches of other widths into one decoding batch."""
+
+    arrays: list[np.ndarray]
+    mask: np.ndarray
+
+    def __len__(self) -> int:
+        return self.mask.shape[0]
+
+    def rows(self, rows: list[int]) -> Cross:
+        return Cross([array[rows] for array in self.arrays], self.mask[rows])
+
+    @staticmethod
+    def join(parts: list[Cross]) -> Cross:
+        """One batch from several: each part's columns padded to the widest, the padding masked."""
+        if len(parts) == 1:
+            return parts[0]
+        columns = max(part.mask.shape[1] for part in parts)
+        blocked = np.finfo(np.float32).min
+
+        def pad(array: np.ndarray, axis: int, value: float) -> np.ndarray:
+            widths = [(0, 0)] * array.ndim
+            widths[axis] = (0, columns - array.shape[axis])
+            return np.pad(array, widths, constant_values=value)
+
+        arrays = [np.concatenate([pad(part.arrays[i], 2, 0.0) for part in parts]) for i in range(len(parts[0].arrays))]
+        return Cross(arrays, np.concatenate([pad(part.mask, 1, blocked) for part in parts]))
 
 
 class OnnxDecoder:
@@ -163,11 +202,12 @@ class OnnxDecoder:
         self.step_session = onnxruntime.InferenceSession(
             _export(
                 _Step(model),
-                (ids, *past, *cross),
-                ["input_ids", *past_names, *cross_names],
+                (ids, torch.zeros(2, 5), *past, *cross),
+                ["input_ids", "cross_mask", *past_names, *cross_names],
                 ["logits", *present_names],
                 {
                     "input_ids": {0: "batch", 1: "length"},
+                    "cross_mask": {0: "batch", 1: "columns"},
                     "logits": {0: "batch", 1: "length"},
                     **{n: {0: "batch", 2: "past"} for n in past_names},
                     **{n: {0: "batch", 2: "total"} for n in present_names},
@@ -180,24 +220,25 @@ class OnnxDecoder:
         self.cross_names, self.past_names = cross_names, past_names
         logger.info("decoder on ONNX Runtime", extra={"providers": self.step_session.get_providers()})
 
-    def cross(self, encoder_states: np.ndarray) -> list[np.ndarray]:
-        return self.cross_session.run(None, {"encoder_states": np.ascontiguousarray(encoder_states, np.float32)})
+    def cross(self, encoder_states: np.ndarray) -> Cross:
+        arrays = self.cross_session.run(None, {"encoder_states": np.ascontiguousarray(encoder_states, np.float32)})
+        return Cross(arrays, np.zeros(encoder_states.shape[:2], np.float32))
 
-    def step(self, input_ids: np.ndarray, past: list[np.ndarray], cross: list[np.ndarray]):
+    def step(self, input_ids: np.ndarray, past: list[np.ndarray], cross: Cross):
         """logits (B, L, vocab) and the new self-attention caches."""
-        feed = {"input_ids": input_ids.astype(np.int64)}
+        feed = {"input_ids": input_ids.astype(np.int64), "cross_mask": cross.mask}
         feed.update(zip(self.past_names, past, strict=True))
-        feed.update(zip(self.cross_names, cross, strict=True))
+        feed.update(zip(self.cross_names, cross.arrays, strict=True))
         logits, *present = self.step_session.run(None, feed)
         return logits, present
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((batch, self.heads, 0, self.head_dim), np.float32) for _ in self.past_names]
 
-    def greedy(self, cross: list[np.ndarray], max_new_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    def greedy(self, cross: Cross, max_new_tokens: int) -> tuple[np.ndarray, np.ndarray]:
         """Greedy search as `generate` does it: sequences (B, 1 + steps) starting with the start token, rows that
         ended padded; and each generated token's log-probability (B, steps)."""
-        batch = cross[0].shape[0]
+        batch = len(cross)
         tokens = np.full((batch, 1), self.start, np.int64)
         sequences, log_probs = [tokens[:, 0]], []
         finished = np.zeros(batch, dtype=bool)
@@ -217,7 +258,7 @@ class OnnxDecoder:
                 break
         return np.stack(sequences, axis=1), np.stack(log_probs, axis=1) if log_probs else np.zeros((batch, 0))
 
-    def logits(self, cross: list[np.ndarray], input_ids: np.ndarray) -> np.ndarray:
+    def logits(self, cross: Cross, input_ids: np.ndarray) -> np.ndarray:
         """Teacher forcing: logits (B, L, vocab) of every position of `input_ids` at once."""
         logits, _ = self.step(input_ids, self.empty_past(input_ids.shape[0]), cross)
         return logits
