@@ -233,11 +233,16 @@ def test_the_onnx_backend_reads_as_torch_on_the_shipped_model(sample_page):
     assert [r.text for r in got] == [r.text for r in expected]
     assert max(abs(a.confidence - b.confidence) for a, b in zip(got, expected, strict=True)) < 1e-3
     assert on_onnx.predict(page_crops[:1])[0].text == expected[0].text  # alone, unpadded
-    # the decoder reading two encoder batches at once (their columns padded and masked) reads as each alone
-    joined = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=lexicon, batch_size=32, encoder_batch_size=16)
-    got = joined.predict(page_crops)
-    assert [r.text for r in got] == [r.text for r in expected]
-    assert max(abs(a.confidence - b.confidence) for a, b in zip(got, expected, strict=True)) < 1e-3
+    # the decoder reading two encoder batches at once (their columns padded and masked) reads as each alone,
+    # on one worker thread or several
+    for workers in (1, 3):
+        joined = Recognizer(
+            DEFAULT_RECOGNIZER_DIR, lexicon=lexicon, batch_size=32, encoder_batch_size=16, workers=workers
+        )
+        assert joined.workers == workers
+        got = joined.predict(page_crops)
+        assert [r.text for r in got] == [r.text for r in expected]
+        assert max(abs(a.confidence - b.confidence) for a, b in zip(got, expected, strict=True)) < 1e-3
 
 
 def test_other_encoders_stay_on_torch_and_trocr_decoders_go_to_onnx(tiny_recognizer_dir):

@@ -128,6 +128,8 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     batch_wait_ms: float = 5.0
     # onnx: the encoder on ONNX Runtime (exported at start), the decoder in torch; torch: all in torch
     backend: str = "onnx"
+    # batches read side by side on a CPU, one core each (0: one per core)
+    recognizer_workers: int = 0
     # with the decoder on ONNX Runtime: crops per encoder call (the decoder reads model_batch_size at once)
     encoder_batch_size: int = 16  # services.recognizer.model.ENCODER_BATCH_SIZE
     # with the onnx backend: an encoder graph to run instead of the weights' own (training.quantize_encoder's int8)
