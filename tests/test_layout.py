@@ -186,6 +186,9 @@ def test_the_onnx_detector_finds_the_boxes_of_the_torch_one(sample_page):
     on_onnx, on_torch = Detector(DEFAULT_DETECTOR_WEIGHTS), Detector(DEFAULT_DETECTOR_WEIGHTS, backend="torch")
     assert (on_onnx.backend, on_torch.backend) == ("onnx", "torch")
     assert torch.get_num_threads() == threads  # ultralytics' own choice (cores - 1) is undone
+    # its ONNX Runtime session is one whose threads do not busy-wait between runs
+    options = on_onnx.model.predictor.model.backend.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     for image in (page, page.crop((0, 0, 300, 200))):  # a page, and a small image padded onto a canvas
         expected, got = on_torch.predict(image), on_onnx.predict(image)
         assert len(got) == len(expected) > 0

@@ -126,7 +126,26 @@ class Detector:
         # one warm-up pass so the first request does not pay for lazy initialisation
         self.predict(Image.new("RGB", (image_size, image_size), (255, 255, 255)))
         torch.set_num_threads(threads)
+        if self.backend == "onnx":
+            self._replace_session(model_file)
         logger.info("detector loaded", extra={"weights": str(weights), "device": device, "backend": self.backend})
+
+    def _replace_session(self, model_file: Path) -> None:
+        """ultralytics makes its ONNX Runtime session with the defaults, whose threads busy-wait after each run
+        and take the cores from what runs next (in a stack on one machine, the recognizer): the same graph in a
+        session that does not spin, with the process's threads."""
+        import onnxruntime
+
+        from services.common.onnx_sessions import session_options
+
+        backend = getattr(getattr(getattr(self.model, "predictor", None), "model", None), "backend", None)
+        if getattr(backend, "session", None) is None:  # another ultralytics layout: its own session stays
+            logger.warning("detector: ultralytics' ONNX Runtime session not found; it stays as ultralytics made it")
+            return
+        backend.session = onnxruntime.InferenceSession(
+            str(model_file), session_options(), providers=["CPUExecutionProvider"]
+        )
+        self.predict(Image.new("RGB", (self.image_size, self.image_size), (255, 255, 255)))
 
     def predict(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
         rgb = image.convert("RGB")

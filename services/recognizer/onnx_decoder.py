@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from services.recognizer.onnx_encoder import providers, session_options
+from services.common.onnx_sessions import providers, session_options
 
 logger = logging.getLogger("handwriting.recognizer")
 
@@ -185,7 +185,7 @@ class OnnxDecoder:
         cross_module = _Cross(model)
         with torch.inference_mode():
             cross = cross_module(states)
-        options = session_options(onnxruntime, threads)
+        options = session_options(threads)
         self.cross_session = onnxruntime.InferenceSession(
             _export(
                 cross_module,

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 
 import numpy as np
 import torch
+
+from services.common.onnx_sessions import providers, session_options
 
 logger = logging.getLogger("handwriting.recognizer")
 
@@ -58,7 +59,7 @@ class OnnxEncoder:
         """`graph`: an exported encoder to run instead (e.g. one quantised by training.quantize_encoder)."""
         import onnxruntime
 
-        options = session_options(onnxruntime, threads)
+        options = session_options(threads)
         graph = graph if graph is not None else export(encoder, example)
         self.session = onnxruntime.InferenceSession(graph, options, providers=providers())
         logger.info("encoder on ONNX Runtime", extra={"providers": self.session.get_providers()})
@@ -66,22 +67,3 @@ class OnnxEncoder:
     def __call__(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden, ctc = self.session.run(None, {"pixel_values": np.ascontiguousarray(pixel_values.cpu().numpy())})
         return torch.from_numpy(hidden), torch.from_numpy(ctc)
-
-
-def session_options(onnxruntime, threads: int = 0):
-    """All the process's cores (torch's thread count) for one inference at a time, graph fully optimised, no
-    spinning."""
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads() or (os.cpu_count() or 1)
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # no busy-waiting between runs: the spinning threads would take the cores from the torch and numpy work
-    # (and the other sessions) that runs between them (the sample page: 794 -> 458 ms a recognizer call)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
-
-
-def providers() -> list[str]:
-    import onnxruntime
-
-    available = onnxruntime.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
