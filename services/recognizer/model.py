@@ -154,8 +154,8 @@ class Recognizer:
             raise ValueError("ctc_weight needs an encoder with a CTC head")
         if backend not in ("onnx", "torch"):
             raise ValueError(f"backend must be onnx or torch, not {backend!r}")
-        # on a CPU, batches side by side on one core each: the work between the decoder's short steps leaves a
-        # core idle when both serve one batch (sample page: 395 -> 320 ms of throughput a page, /tmp script)
+        # on a CPU, batches side by side on one core each: the Python work between the decoder's short steps
+        # leaves a core idle when both serve one batch (the sample page's call: 406 -> 349 ms, benchmarks/backends.py)
         self.workers = (workers or torch.get_num_threads() or 1) if device == "cpu" else 1
         session_threads = 1 if self.workers > 1 else 0
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="recognizer") if self.workers > 1 else None
