@@ -330,14 +330,14 @@ def test_the_onnx_decoder_searches_and_scores_as_generate_does(fixture, request)
 
 
 def test_an_int8_encoder_from_quantize_encoder_serves_through_encoder_onnx(sample_page, tmp_path):
-    """training.quantize_encoder's graph (convolutions in int8, ranges calibrated on crops) loaded the way the
-    service's HW_ENCODER_ONNX loads it: it reads the page's words nearly as the float encoder does."""
+    """training.quantize_encoder's default graph (1x1 convolutions in int8, ranges calibrated on crops) loaded the
+    way the service's HW_ENCODER_ONNX loads it: it reads the page's words nearly as the float encoder does."""
     from services.common.settings import DEFAULT_RECOGNIZER_DIR
     from training.quantize_encoder import quantize
 
     page_crops = _page_crops(sample_page, 40)
     graph = tmp_path / "encoder-int8.onnx"
-    quantize(DEFAULT_RECOGNIZER_DIR, graph, "static-conv", page_crops[:16])
+    quantize(DEFAULT_RECOGNIZER_DIR, graph, "static-pointwise", page_crops[:16])
     expected = [r.text for r in Recognizer(DEFAULT_RECOGNIZER_DIR, deslant_below=0).predict(page_crops)]
     got = [r.text for r in Recognizer(DEFAULT_RECOGNIZER_DIR, deslant_below=0, encoder_onnx=graph).predict(page_crops)]
     assert sum(a == b for a, b in zip(got, expected, strict=True)) >= 0.85 * len(expected)

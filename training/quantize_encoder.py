@@ -5,9 +5,11 @@ models/recognizer/README.md, "Serving backend").
     PYTHONPATH=. .venv/bin/python -m training.quantize_encoder --calibration data/synth-s17/recognizer/val \
         --out runs/encoder-int8.onnx [--mode static-conv|static|dynamic]
 
-- `static-conv` (default): the convolutions' weights (per channel) and inputs in int8, with their ranges
-  calibrated on crops cut as the service cuts them (`--calibration`: a crop folder of `make_data`, never the
-  test crops); the rest stays float.
+- `static-pointwise` (default): the 1x1 convolutions over all channels (most of the encoder's arithmetic) with
+  weights (per channel) and inputs in int8, their ranges calibrated on crops cut as the service cuts them
+  (`--calibration`: a crop folder of `make_data`, never the test crops); the depthwise and other
+  convolutions and the rest stay float.
+- `static-conv`: every convolution so, calibrated the same way.
 - `static`: every operator ONNX Runtime can quantise, calibrated the same way.
 - `dynamic`: weights in int8, activations quantised on the fly (no calibration); convolutions become
   ConvInteger, which ONNX Runtime's CPU kernels run slower than float ones.
@@ -30,7 +32,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from services.common.settings import DEFAULT_RECOGNIZER_DIR  # noqa: E402
 
-MODES = ("static-conv", "static", "dynamic")
+MODES = ("static-pointwise", "static-conv", "static", "dynamic")
 
 
 def calibration_crops(folder: Path, count: int, seed: int = 0) -> list[Image.Image]:
@@ -90,11 +92,28 @@ def quantize(
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            op_types_to_quantize=["Conv"] if mode == "static-conv" else None,
+            op_types_to_quantize=["Conv"] if mode in ("static-conv", "static-pointwise") else None,
+            nodes_to_exclude=_not_pointwise(prepared) if mode == "static-pointwise" else None,
             calibrate_method=CalibrationMethod.MinMax,
             # ranges averaged over the batches rather than the extremes of any one crop
             extra_options={"CalibMovingAverage": True, "CalibMovingAverageConstant": 0.01} if smooth else {},
         )
+
+
+def _not_pointwise(graph: Path) -> list[str]:
+    """The convolutions of `graph` that are not 1x1 over all channels (depthwise, the stem's, the neck's)."""
+    import onnx
+
+    names = []
+    for node in onnx.load(str(graph)).graph.node:
+        if node.op_type != "Conv":
+            continue
+        attributes = {a.name: a for a in node.attribute}
+        group = attributes["group"].i if "group" in attributes else 1
+        kernel = tuple(attributes["kernel_shape"].ints) if "kernel_shape" in attributes else ()
+        if group > 1 or kernel != (1, 1):
+            names.append(node.name)
+    return names
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_RECOGNIZER_DIR)
     parser.add_argument("--calibration", type=Path, help="a make_data crop folder (static modes)")
     parser.add_argument("--count", type=int, default=256, help="calibration crops")
-    parser.add_argument("--mode", choices=MODES, default="static-conv")
+    parser.add_argument("--mode", choices=MODES, default="static-pointwise")
     parser.add_argument("--extremes", action="store_true", help="ranges from the extremes, not averaged")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
