@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import statistics
 import sys
 import time
@@ -26,7 +25,13 @@ sys.path.insert(0, str(REPO_ROOT))
 from handwriting import OcrClient  # noqa: E402
 from handwriting.stack import LocalStack, StackConfig  # noqa: E402
 from services.common.images import decode_image  # noqa: E402
-from services.common.settings import DEFAULT_DETECTOR_WEIGHTS, DEFAULT_RECOGNIZER_DIR, ImageLimits  # noqa: E402
+from services.common.settings import (  # noqa: E402
+    DEFAULT_DETECTOR_WEIGHTS,
+    DEFAULT_RECOGNIZER_DIR,
+    ImageLimits,
+    RecognizerSettings,
+    load,
+)
 from training.inprocess import read_page  # noqa: E402
 
 
@@ -42,7 +47,7 @@ def in_process(image_bytes: bytes, repeats: int) -> tuple[list[float], dict]:
     from services.recognizer.lexicon import find_lexicon
     from services.recognizer.model import Recognizer
 
-    backend = os.environ.get("HW_BACKEND", "onnx")  # as the services read it (the stack below inherits it)
+    backend = load(RecognizerSettings).backend  # HW_BACKEND as the services read it (the stack inherits it)
     detector = Detector(DEFAULT_DETECTOR_WEIGHTS, backend=backend)
     recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=find_lexicon(DEFAULT_RECOGNIZER_DIR), backend=backend)
     detect_times, recognize_times = [], []

@@ -6,7 +6,6 @@ import time
 
 import grpc
 import torch
-from PIL import Image
 
 from handwriting.v1 import detector_service_pb2 as pb
 from handwriting.v1 import detector_service_pb2_grpc as pb_grpc
@@ -69,8 +68,7 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
             iou=self.settings.detector_iou,
             extend_score=self.settings.detector_extend_score,
             backend=self.settings.backend,
-        )
-        self.detector.predict(Image.new("RGB", (640, 480), "white"))  # warm-up before SERVING
+        )  # warmed up before SERVING: the Detector runs a page through the network as it loads
 
 
 async def start(settings: DetectorSettings) -> RunningServer:
