@@ -173,8 +173,10 @@ def test_neighbouring_word_boxes_that_overlap_are_parted_at_the_lightest_column(
     assert part_overlaps(page, inside, [[0, 1]]) == 0 and inside[1] == (126.0, 28.0, 250.0, 72.0)
 
 
-def test_the_onnx_detector_finds_the_boxes_of_the_torch_one(sample_page):
+def test_the_onnx_detector_finds_the_boxes_of_the_torch_one(sample_page, tmp_path, monkeypatch):
     """The default backend (ONNX Runtime, exported at start) and torch: the same boxes, classes and scores."""
+    import tempfile
+
     import torch
     from PIL import Image
 
@@ -183,7 +185,10 @@ def test_the_onnx_detector_finds_the_boxes_of_the_torch_one(sample_page):
 
     page = Image.open(sample_page)
     threads = torch.get_num_threads()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     on_onnx, on_torch = Detector(DEFAULT_DETECTOR_WEIGHTS), Detector(DEFAULT_DETECTOR_WEIGHTS, backend="torch")
+    # the exported graph lives in its session: its folder is gone once loaded (a killed service leaves nothing)
+    assert list(tmp_path.iterdir()) == []
     assert (on_onnx.backend, on_torch.backend) == ("onnx", "torch")
     assert torch.get_num_threads() == threads  # ultralytics' own choice (cores - 1) is undone
     # its ONNX Runtime session is one whose threads do not busy-wait between runs

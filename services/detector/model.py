@@ -13,7 +13,6 @@ less ("wor" of "word").
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import shutil
@@ -115,19 +114,22 @@ class Detector:
         threads = torch.get_num_threads()
         # the onnxruntime package serves CPUs; on a GPU torch runs the network
         self.backend = "onnx" if backend == "onnx" and device == "cpu" else "torch"
-        model_file = export_onnx(weights, image_size) if self.backend == "onnx" else weights
-        self.model = YOLO(str(model_file), task="detect")
         self.device = device
         self.image_size = image_size
         self.min_score = min_score
         self.iou = iou
         self.max_detections = max_detections
         self.extend_score = extend_score
-        # one warm-up pass so the first request does not pay for lazy initialisation
-        self.predict(Image.new("RGB", (image_size, image_size), (255, 255, 255)))
-        torch.set_num_threads(threads)
-        if self.backend == "onnx":
-            self._replace_session(model_file)
+        # the exported graph is read into its session as the model loads: its folder goes right after, so a
+        # service stopped by a signal (no atexit) leaves nothing behind
+        with tempfile.TemporaryDirectory(prefix="detector-onnx-") as folder:
+            model_file = export_onnx(weights, image_size, Path(folder)) if self.backend == "onnx" else weights
+            self.model = YOLO(str(model_file), task="detect")
+            # one warm-up pass so the first request does not pay for lazy initialisation
+            self.predict(Image.new("RGB", (image_size, image_size), (255, 255, 255)))
+            torch.set_num_threads(threads)
+            if self.backend == "onnx":
+                self._replace_session(model_file)
         logger.info("detector loaded", extra={"weights": str(weights), "device": device, "backend": self.backend})
 
     def _replace_session(self, model_file: Path) -> None:
@@ -219,13 +221,11 @@ def grow_into_weaker(
     return [Detection(d.class_id, grown[i], d.score) if i in grown else d for i, d in enumerate(detections)]
 
 
-def export_onnx(weights: Path, image_size: int) -> Path:
-    """The network of `weights` as ONNX (dynamic batch and size, no simplifier), in a folder of its own that
-    lives as long as this process: the weights' folder may be read-only."""
+def export_onnx(weights: Path, image_size: int, folder: Path) -> Path:
+    """The network of `weights` as ONNX (dynamic batch and size, no simplifier), written in `folder`: the
+    weights' own folder may be read-only."""
     from ultralytics import YOLO
 
-    folder = Path(tempfile.mkdtemp(prefix="detector-onnx-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     copy = folder / weights.name
     shutil.copy(weights, copy)
     exported = YOLO(str(copy), task="detect").export(
