@@ -202,6 +202,23 @@ def test_the_onnx_detector_finds_the_boxes_of_the_torch_one(sample_page, tmp_pat
             assert max(abs(x - y) for x, y in zip(a.box, b.box, strict=True)) < 0.5
 
 
+def test_a_page_finds_the_same_boxes_alone_and_in_a_batch(sample_page):
+    """`predict_batch` runs pages of one padded size and score floor in one network call: each page's boxes are
+    those it finds alone (pages of other sizes, small ones padded onto a canvas, their own score floors)."""
+    from PIL import Image, ImageOps
+
+    from services.common.settings import DEFAULT_DETECTOR_WEIGHTS
+    from services.detector.model import Detector
+
+    page = Image.open(sample_page).convert("RGB")
+    pages = [(page, None), (ImageOps.mirror(page), None), (page.crop((0, 0, 300, 200)), None), (page, 0.5)]
+    pages.append((page.resize((900, 700)), None))
+    detector = Detector(DEFAULT_DETECTOR_WEIGHTS)
+    alone = [detector.predict(image, min_score) for image, min_score in pages]
+    assert [len(found) for found in alone][:2] == [len(alone[0])] * 2 and len(alone[3]) < len(alone[0])
+    assert detector.predict_batch(pages) == alone
+
+
 def test_an_unknown_detector_backend_is_a_clear_error():
     from services.common.settings import DEFAULT_DETECTOR_WEIGHTS
     from services.detector.model import Detector

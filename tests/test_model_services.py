@@ -76,6 +76,38 @@ async def test_detector_serves_health_reflection_and_detections(detector):
             assert 0 <= detection.score <= 1 and detection.box.right >= detection.box.left
 
 
+async def test_detector_finds_concurrent_requests_pages_in_one_call_as_it_would_alone(sample_page):
+    import asyncio
+
+    from PIL import ImageOps
+
+    from services.common.server import start_model_service
+    from services.common.settings import DEFAULT_DETECTOR_WEIGHTS
+
+    settings = DetectorSettings(
+        host="127.0.0.1", port=0, detector_weights=str(DEFAULT_DETECTOR_WEIGHTS),
+        batch_wait_ms=500,  # long enough for every request below to join the first call
+    )  # fmt: skip
+    servicer = detector_server.DetectorServicer(settings)
+    running = await start_model_service(
+        settings, servicer, detector_grpc.add_DetectorServiceServicer_to_server, detector_server.SERVICE_NAME
+    )
+    page = Image.open(sample_page).convert("RGB")
+    pages = [page, ImageOps.mirror(page), page.rotate(1, fillcolor="white"), page.resize((900, 700))]
+    requests = [detector_pb.DetectRequest(image=image_to_raw(page)) for page in pages]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = detector_grpc.DetectorServiceStub(channel)
+            together = await asyncio.gather(*(stub.Detect(request) for request in requests))
+            assert servicer.runner.batch_sizes == [4]  # one call; the resized page ran in a network call of its own
+            alone = [await stub.Detect(request) for request in requests]
+            assert servicer.runner.batch_sizes == [4, 1, 1, 1, 1]
+    finally:
+        await running.stop(0)
+    assert min(len(result.detections) for result in alone) > 50
+    assert together == alone
+
+
 @pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n broken", b"GIF89a not allowed"])
 async def test_detector_rejects_bad_images_and_keeps_serving(detector, content):
     stub = detector_grpc.DetectorServiceStub(detector)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from services.common import crops, geometry
-from services.common.model_runner import BatchingRunner, DeadlineExpired, ModelRunner, QueueFull
+from services.common.model_runner import BatchingRunner, DeadlineExpired, QueueFull
 from services.orchestrator.pipeline import PipelineOptions, assign_words, is_straight
 
 
@@ -113,33 +113,6 @@ def test_only_straight_lines_are_read_whole():
     assert not is_straight(geometry.union(slanted), slanted)  # 35 px: over 1.5 x 20
 
 
-async def test_model_runner_refuses_beyond_its_queue_and_runs_one_at_a_time():
-    runner = ModelRunner(max_queue=2)
-    release = threading.Event()
-    running = threading.Event()
-    active, most = [0], [0]
-
-    def work(value):
-        active[0] += 1
-        most[0] = max(most[0], active[0])
-        running.set()
-        release.wait(10)
-        active[0] -= 1
-        return value * 2
-
-    first = asyncio.ensure_future(runner.run(work, 1))
-    second = asyncio.ensure_future(runner.run(work, 2))
-    await asyncio.get_running_loop().run_in_executor(None, running.wait, 10)
-    assert runner.pending == 2
-    with pytest.raises(QueueFull, match="2 requests already waiting"):
-        await runner.run(work, 3)
-    release.set()
-    assert await asyncio.gather(first, second) == [2, 4]
-    assert most[0] == 1 and runner.pending == 0
-    assert await runner.run(work, 5) == 10  # room again
-    runner.close()
-
-
 class GatedModel:
     """A model call that records what it was given and waits for `release` (set it to let calls run)."""
 
@@ -192,6 +165,18 @@ async def test_batching_runner_honours_deadlines_queue_limit_and_failures():
         await failing
     assert [2] not in model.calls and ["boom"] in model.calls  # the expired request never ran
     assert await runner.run([4]) == [40]  # the runner goes on after a failure
+    # a request the model fails on, in one call with others: each is run again alone, only it fails
+    model.release.clear()
+    model.running.clear()
+    busy = asyncio.ensure_future(runner.run([5]))
+    await loop.run_in_executor(None, model.running.wait, 10)
+    joined = [asyncio.ensure_future(runner.run(items)) for items in ([6], ["boom", 7])]
+    await asyncio.sleep(0)
+    model.release.set()
+    assert await busy == [50] and await joined[0] == [60]
+    with pytest.raises(RuntimeError, match="model failed"):
+        await joined[1]
+    assert model.calls[-3:] == [[6, "boom", 7], [6], ["boom", 7]]
     runner.close()
 
 

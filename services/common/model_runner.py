@@ -1,5 +1,5 @@
-"""Runs blocking model calls off the event loop, one at a time, with a bounded wait queue; `BatchingRunner`
-also joins the requests that wait into one model call (the recognizer's crops across pages).
+"""Runs blocking model calls off the event loop, one at a time, with a bounded wait queue, joining the requests
+that wait into one model call (the recognizer's crops across pages, the detector's pages).
 
 The model owns the CPU/GPU; calls are serialised on one worker thread so the event loop keeps
 answering health checks while a batch runs. When more than `max_queue` calls wait, new ones are
@@ -12,32 +12,10 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
 class QueueFull(RuntimeError):
     pass
-
-
-class ModelRunner:
-    def __init__(self, max_queue: int = 32):
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self.max_queue = max_queue
-        self.pending = 0
-
-    async def run(self, function: Callable[..., T], *args) -> T:
-        if self.pending >= self.max_queue:
-            raise QueueFull(f"{self.pending} requests already waiting for the model")
-        self.pending += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
-        finally:
-            self.pending -= 1
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=True)
 
 
 class DeadlineExpired(RuntimeError):
@@ -60,6 +38,8 @@ class BatchingRunner:
     itself), calls `function(all_items)` on the model's one thread and hands each request its slice of
     the results. A request whose deadline passes while it waits is failed (DeadlineExpired) without
     running; one whose caller went away is dropped. More than `max_queue` requests waiting: QueueFull.
+    When a call of several requests fails, each is run again alone: a request the model cannot take fails
+    by itself, the others are answered.
     """
 
     def __init__(
@@ -135,10 +115,12 @@ class BatchingRunner:
                 started = loop.time()
                 try:
                     results = await loop.run_in_executor(self.executor, self.function, items)
-                except Exception as error:  # the model failed: every request of the call learns it
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(error)
+                except Exception as error:
+                    if len(jobs) > 1:  # the model failed on one of them, maybe: each alone, so only that one fails
+                        for job in jobs:
+                            await self._run_alone(job)
+                    elif not jobs[0].future.done():
+                        jobs[0].future.set_exception(error)
                     continue
                 self.batch_sizes = [*self.batch_sizes[-99:], len(items)]
                 if self.on_batch is not None:
@@ -148,6 +130,19 @@ class BatchingRunner:
                     if not job.future.done():
                         job.future.set_result(results[start : start + len(job.items)])
                     start += len(job.items)
+
+    async def _run_alone(self, job: _Job) -> None:
+        if job.future.done():
+            return
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self.executor, self.function, job.items)
+        except Exception as error:
+            result = error
+        if not job.future.done():
+            if isinstance(result, Exception):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result)
 
     def close(self) -> None:
         if self._worker is not None:

@@ -106,6 +106,9 @@ class DetectorSettings(ServerSettings, ImageLimits):
     detector_extend_score: float = 0.1  # services.detector.model.EXTEND_SCORE
     # onnx: the network on ONNX Runtime (exported at start; on a CPU), torch: in torch (always on a GPU)
     backend: str = "onnx"
+    # requests waiting for the model are found in one call of up to this many pages, waiting this long for more
+    batch_max_pages: int = 8
+    batch_wait_ms: float = 2.0
     device: str = "cpu"
     torch_threads: int = 0
     service_name: str = "detector"

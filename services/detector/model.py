@@ -88,7 +88,8 @@ class Detection:
 
 
 class Detector:
-    """Finds word and line boxes on a page. Load once at start-up; `predict` is not re-entrant."""
+    """Finds word and line boxes on pages. Load once at start-up; `predict` and `predict_batch` are not
+    re-entrant."""
 
     def __init__(
         self,
@@ -150,6 +151,34 @@ class Detector:
         self.predict(Image.new("RGB", (self.image_size, self.image_size), (255, 255, 255)))
 
     def predict(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
+        return self.predict_batch([(image, min_score)])[0]
+
+    def predict_batch(self, pages: list[tuple[Image.Image, float | None]]) -> list[list[Detection]]:
+        """The detections of each (image, min_score or None for the detector's own), the images of one padded
+        size and score floor in one network call. ultralytics pads a batch of one size as it pads a single
+        image (to a multiple of the stride), so a page finds the same boxes alone or in a batch."""
+        inputs = [self._network_input(image) for image, _ in pages]
+        floors = [self.min_score if min_score is None else min_score for _, min_score in pages]
+        groups: dict[tuple, list[int]] = {}
+        for i, (array, floor) in enumerate(zip(inputs, floors, strict=True)):
+            groups.setdefault((array.shape, floor), []).append(i)
+        results: list[list[Detection]] = [[] for _ in pages]
+        for (_, floor), members in groups.items():
+            extend = 0 < self.extend_score < floor
+            found = self.model.predict(
+                [inputs[i] for i in members],
+                imgsz=self.image_size,
+                conf=self.extend_score if extend else floor,
+                iou=max(self.iou, EXTEND_IOU) if extend else self.iou,
+                max_det=self.max_detections * (3 if extend else 1),
+                device=self.device,
+                verbose=False,
+            )
+            for i, result in zip(members, found, strict=True):
+                results[i] = self._detections(result, pages[i][0].size, floor, extend)
+        return results
+
+    def _network_input(self, image: Image.Image) -> np.ndarray:
         rgb = image.convert("RGB")
         if max(rgb.size) < self.image_size:
             # never upscale: a small image (one line, one word) would get letters the size of words.
@@ -157,19 +186,10 @@ class Detector:
             canvas = Image.new("RGB", (self.image_size, self.image_size), (255, 255, 255))
             canvas.paste(rgb, (0, 0))
             rgb = canvas
-        array = np.asarray(rgb)[:, :, ::-1]  # ultralytics takes numpy arrays as BGR
-        floor = self.min_score if min_score is None else min_score
-        extend = 0 < self.extend_score < floor
-        result = self.model.predict(
-            array,
-            imgsz=self.image_size,
-            conf=self.extend_score if extend else floor,
-            iou=max(self.iou, EXTEND_IOU) if extend else self.iou,
-            max_det=self.max_detections * (3 if extend else 1),
-            device=self.device,
-            verbose=False,
-        )[0]
-        width, height = image.size
+        return np.asarray(rgb)[:, :, ::-1]  # ultralytics takes numpy arrays as BGR
+
+    def _detections(self, result, size: tuple[int, int], floor: float, extend: bool) -> list[Detection]:
+        width, height = size
         xyxy = result.boxes.xyxy.cpu().clone()
         xyxy[:, 2].clamp_(max=width)
         xyxy[:, 3].clamp_(max=height)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
@@ -12,7 +13,7 @@ from handwriting.v1 import detector_service_pb2_grpc as pb_grpc
 from services.common.geometry import LINE, WORD
 from services.common.images import image_from_proto
 from services.common.metrics import Metrics
-from services.common.model_runner import ModelRunner
+from services.common.model_runner import BatchingRunner
 from services.common.server import RunningServer, run, start_model_service
 from services.common.servicer import ModelNotReady, rpc_errors
 from services.common.settings import DetectorSettings
@@ -27,19 +28,32 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
     def __init__(self, settings: DetectorSettings):
         self.settings = settings
         self.detector: Detector | None = None
-        self.runner = ModelRunner()
+        # the pages of concurrent requests found in one network call (a batch of pages of one padded size)
+        self.runner = BatchingRunner(
+            lambda pages: self.detector.predict_batch(pages),
+            max_items=settings.batch_max_pages,
+            max_wait=settings.batch_wait_ms / 1000,
+            on_batch=self._batch_done,
+        )
         self.metrics = Metrics(settings.service_name, settings.metrics == "emf", settings.metrics_interval_seconds)
         self.metrics.gauge("QueueDepth", lambda: self.runner.pending)  # pages waiting for the model, per task
-        self.metrics.declare_counts("Pages")
+        self.metrics.declare_counts("Pages", "Batches")
+
+    def _batch_done(self, pages: int, seconds: float) -> None:
+        self.metrics.count("Batches")
+        self.metrics.observe("BatchPages", pages, "Count")
+        self.metrics.observe("BatchMs", 1000 * seconds)
 
     async def Detect(self, request: pb.DetectRequest, context: grpc.aio.ServicerContext) -> pb.DetectResponse:
         async with rpc_errors(context):
             if self.detector is None:
                 raise ModelNotReady("the detector model is still loading")
             image = image_from_proto(request.image, self.settings)
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
             started = time.perf_counter()
             with span("detect", image_width=image.width, image_height=image.height):
-                detections = await self.runner.run(self.detector.predict, image, request.min_score or None)
+                [detections] = await self.runner.run([(image, request.min_score or None)], deadline)
             self.metrics.count("Pages")
             self.metrics.observe("DetectMs", 1000 * (time.perf_counter() - started))
             wanted = set(request.classes) or set(CLASSES.values())
