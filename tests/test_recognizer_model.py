@@ -253,6 +253,19 @@ def test_other_encoders_stay_on_torch_and_trocr_decoders_go_to_onnx(tiny_recogni
         Recognizer(tiny_recognizer_dir, backend="tensorrt")
 
 
+def test_on_a_gpu_the_onnx_backend_leaves_every_part_of_the_model_to_torch():
+    """The onnxruntime package serves CPUs: with a GPU (here the meta device stands in for one: no memory, no
+    GPU needed) the shipped model's encoder, nine tenths of a page's work, must not run on ONNX Runtime's CPU
+    provider beside an idle GPU. (It did: only the decoder and the detector checked the device.)"""
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+
+    recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR, device="meta", backend="onnx")
+    assert (recognizer.backend, recognizer.onnx_encoder, recognizer.onnx_decoder) == ("torch", None, None)
+    assert next(recognizer.model.parameters()).device.type == "meta"
+    with pytest.raises(ValueError, match="on a CPU"):
+        Recognizer(DEFAULT_RECOGNIZER_DIR, device="meta", encoder_onnx="encoder.onnx")
+
+
 def _page_crops(sample_page, count: int) -> list[Image.Image]:
     from services.common.crops import cut_crop
 

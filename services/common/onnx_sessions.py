@@ -1,4 +1,5 @@
-"""ONNX Runtime session settings shared by the model services (imported only where onnxruntime is installed)."""
+"""Where the model services run a model on ONNX Runtime, and the settings of its sessions (onnxruntime is imported
+only when a session is made)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ def session_options(threads: int = 0):
     return options
 
 
-def providers() -> list[str]:
-    """CUDA where the installed onnxruntime has it, else the CPU."""
-    import onnxruntime
+# the onnxruntime package the project installs runs on CPUs; on a GPU the models run in torch, on the GPU
+PROVIDERS = ["CPUExecutionProvider"]
 
-    available = onnxruntime.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+def serves(backend: str, device: str) -> bool:
+    """Whether a model runs on ONNX Runtime: the onnx backend on a CPU. On a GPU torch runs it there (an encoder
+    on ONNX Runtime's CPU provider beside a GPU would leave the GPU idle for nine tenths of a page's work)."""
+    return backend == "onnx" and device == "cpu"

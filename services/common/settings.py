@@ -129,7 +129,8 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     # requests waiting for the model are read in one call of up to this many crops, waiting this long for more
     batch_max_crops: int = 128
     batch_wait_ms: float = 5.0
-    # onnx: the encoder and the (greedy) decoder on ONNX Runtime, exported at start; torch: all in torch
+    # onnx: the encoder and the (greedy) decoder on ONNX Runtime, exported at start (on a CPU; on a GPU all in
+    # torch); torch: all in torch
     backend: str = "onnx"
     # batches read side by side on a CPU, one core each (0: one per core)
     recognizer_workers: int = 0

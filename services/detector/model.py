@@ -26,7 +26,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from services.common import geometry
+from services.common import geometry, onnx_sessions
 from services.common.geometry import WORD
 
 logger = logging.getLogger("handwriting.detector")
@@ -113,8 +113,7 @@ class Detector:
         # ultralytics sets torch's threads to cores - 1 when it picks a CPU device (1 on two cores): the process's
         # setting (all cores, or HW_TORCH_THREADS) is put back once the model is loaded and warmed up
         threads = torch.get_num_threads()
-        # the onnxruntime package serves CPUs; on a GPU torch runs the network
-        self.backend = "onnx" if backend == "onnx" and device == "cpu" else "torch"
+        self.backend = "onnx" if onnx_sessions.serves(backend, device) else "torch"
         self.device = device
         self.image_size = image_size
         self.min_score = min_score

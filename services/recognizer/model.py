@@ -40,6 +40,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoder
 from transformers.modeling_outputs import BaseModelOutput
 
 # compact_trocr and ppocr_encoder register their encoders with AutoModel when imported
+from services.common import onnx_sessions
 from services.recognizer import compact_trocr, onnx_decoder, ppocr_encoder, slant
 from services.recognizer.lexicon import Lexicon
 from services.recognizer.onnx_decoder import Cross
@@ -159,19 +160,20 @@ class Recognizer:
         self.workers = (workers or torch.get_num_threads() or 1) if device == "cpu" else 1
         session_threads = 1 if self.workers > 1 else 0
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="recognizer") if self.workers > 1 else None
-        # PP-OCR's encoder (the shipped model's) on ONNX Runtime (faster from the services' worker thread)
+        # PP-OCR's encoder (the shipped model's) on ONNX Runtime (faster from the services' worker thread), on a CPU
         self.onnx_encoder = None
-        if backend == "onnx" and self.model.config.encoder.model_type == ppocr_encoder.MODEL_TYPE:
+        onnx = onnx_sessions.serves(backend, device)
+        if onnx and self.model.config.encoder.model_type == ppocr_encoder.MODEL_TYPE:
             from services.recognizer.onnx_encoder import OnnxEncoder
 
             example = self.preprocess([Image.new("L", (60, 32), 255), Image.new("L", (200, 40), 255)])
             graph = Path(encoder_onnx).read_bytes() if encoder_onnx else None
             self.onnx_encoder = OnnxEncoder(self.model.encoder, example, threads=session_threads, graph=graph)
         elif encoder_onnx:
-            raise ValueError("an encoder graph needs the onnx backend and a PP-OCR encoder")
+            raise ValueError("an encoder graph needs the onnx backend on a CPU and a PP-OCR encoder")
         # its TrOCR decoder too (greedy reading and scoring; beam search stays in torch)
         self.onnx_decoder = None
-        if backend == "onnx" and onnx_decoder.supported(self.model) and device == "cpu":
+        if onnx and onnx_decoder.supported(self.model):
             self.onnx_decoder = onnx_decoder.OnnxDecoder(self.model, threads=session_threads)
         self.backend = "onnx" if self.onnx_encoder is not None or self.onnx_decoder is not None else "torch"
         # with the decoder in torch, each call's crops go through the encoder and the decoder together

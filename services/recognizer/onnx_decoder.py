@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from services.common.onnx_sessions import providers, session_options
+from services.common.onnx_sessions import PROVIDERS, session_options
 
 logger = logging.getLogger("handwriting.recognizer")
 
@@ -195,7 +195,7 @@ class OnnxDecoder:
                 {"encoder_states": {0: "batch", 1: "columns"}, **{n: {0: "batch", 2: "columns"} for n in cross_names}},
             ),
             options,
-            providers=providers(),
+            providers=PROVIDERS,
         )
         past = tuple(torch.zeros(2, self.heads, 3, self.head_dim) for _ in past_names)
         ids = torch.zeros(2, 2, dtype=torch.long)
@@ -215,7 +215,7 @@ class OnnxDecoder:
                 },
             ),
             options,
-            providers=providers(),
+            providers=PROVIDERS,
         )
         self.cross_names, self.past_names = cross_names, past_names
         logger.info("decoder on ONNX Runtime", extra={"providers": self.step_session.get_providers()})

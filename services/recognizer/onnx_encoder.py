@@ -1,6 +1,6 @@
-"""The recognizer's encoder (and its CTC head) under ONNX Runtime: the encoder is most of a crop's cost on a
-CPU, and ONNX Runtime runs it faster (the service's decoding: 12.8 -> 8.8 ms a word crop, same readings; see
-models/recognizer/README.md). The decoder stays in torch and reads the encoder's output as before.
+"""The recognizer's encoder (and its CTC head) under ONNX Runtime, on a CPU: the encoder is most of a crop's
+cost, and ONNX Runtime runs it faster (the service's decoding: 12.8 -> 8.8 ms a word crop, same readings; see
+models/recognizer/README.md). Its output feeds the decoder (`onnx_decoder`, or torch's for beam search).
 
 The graph is exported from the loaded torch encoder when the recognizer starts (a few seconds, in memory:
 no file to go stale beside the weights), with the batch and the width dynamic; `tests/test_recognizer_model.py`
@@ -16,7 +16,7 @@ import logging
 import numpy as np
 import torch
 
-from services.common.onnx_sessions import providers, session_options
+from services.common.onnx_sessions import PROVIDERS, session_options
 
 logger = logging.getLogger("handwriting.recognizer")
 
@@ -61,7 +61,7 @@ class OnnxEncoder:
 
         options = session_options(threads)
         graph = graph if graph is not None else export(encoder, example)
-        self.session = onnxruntime.InferenceSession(graph, options, providers=providers())
+        self.session = onnxruntime.InferenceSession(graph, options, providers=PROVIDERS)
         logger.info("encoder on ONNX Runtime", extra={"providers": self.session.get_providers()})
 
     def __call__(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
