@@ -3,6 +3,7 @@ Envoy (gRPC and REST). Prints measured figures; asserts nothing.
 
     .venv/bin/python benchmarks/latency.py [--image samples/page.png] [--repeats 10]
     HW_BACKEND=torch .venv/bin/python benchmarks/latency.py   # both models in torch
+    HW_DEVICE=cuda HW_DTYPE=float16 .venv/bin/python benchmarks/latency.py   # on a GPU (torch), half precision
 
 Starts its own stack (shipped models, free ports, Envoy in front) unless --address is given.
 The in-process row runs the same models with no network: detector, line grouping, crops, recognizer.
@@ -47,9 +48,16 @@ def in_process(image_bytes: bytes, repeats: int) -> tuple[list[float], dict]:
     from services.recognizer.lexicon import find_lexicon
     from services.recognizer.model import Recognizer
 
-    backend = load(RecognizerSettings).backend  # HW_BACKEND as the services read it (the stack inherits it)
-    detector = Detector(DEFAULT_DETECTOR_WEIGHTS, backend=backend)
-    recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=find_lexicon(DEFAULT_RECOGNIZER_DIR), backend=backend)
+    # HW_BACKEND, HW_DEVICE and HW_DTYPE as the services read them (the stack inherits them)
+    settings = load(RecognizerSettings)
+    detector = Detector(DEFAULT_DETECTOR_WEIGHTS, device=settings.device, backend=settings.backend)
+    recognizer = Recognizer(
+        DEFAULT_RECOGNIZER_DIR,
+        lexicon=find_lexicon(DEFAULT_RECOGNIZER_DIR),
+        device=settings.device,
+        backend=settings.backend,
+        dtype=settings.dtype,
+    )
     detect_times, recognize_times = [], []
     detect, recognize = detector.predict, recognizer.predict
 

@@ -266,6 +266,28 @@ def test_on_a_gpu_the_onnx_backend_leaves_every_part_of_the_model_to_torch():
         Recognizer(DEFAULT_RECOGNIZER_DIR, device="meta", encoder_onnx="encoder.onnx")
 
 
+def test_half_precision_where_torch_runs_the_model_reads_as_float32(sample_page):
+    """HW_DTYPE for GPUs (float16, bfloat16): checked here in bfloat16 on the CPU, where torch runs it natively; the
+    scores (CTC, candidates, confidences) are computed in float32 whatever the model runs in."""
+    import torch
+
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+    from services.recognizer.lexicon import find_lexicon
+
+    crops = _page_crops(sample_page, 24)
+    lexicon = find_lexicon(DEFAULT_RECOGNIZER_DIR)
+    full = Recognizer(DEFAULT_RECOGNIZER_DIR, backend="torch", lexicon=lexicon, workers=1)
+    half = Recognizer(DEFAULT_RECOGNIZER_DIR, backend="torch", lexicon=lexicon, workers=1, dtype="bfloat16")
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    expected, got = full.predict(crops), half.predict(crops)
+    assert sum(a.text == b.text for a, b in zip(expected, got, strict=True)) >= 23
+    assert max(abs(a.confidence - b.confidence) for a, b in zip(expected, got, strict=True)) < 0.1
+    with pytest.raises(ValueError, match="torch backend"):  # ONNX Runtime runs the float32 graphs
+        Recognizer(DEFAULT_RECOGNIZER_DIR, dtype="float16")
+    with pytest.raises(ValueError, match="dtype"):
+        Recognizer(DEFAULT_RECOGNIZER_DIR, backend="torch", dtype="int4")
+
+
 def _page_crops(sample_page, count: int) -> list[Image.Image]:
     from services.common.crops import cut_crop
 

@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> None:
         help="readings the decoder proposes (the service's HW_LEXICON_N_BEST; 5 was the round-7 model's)",
     )
     parser.add_argument("--backend", choices=("onnx", "torch"), default=RecognizerSettings.backend)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the recognizer and the real-dev detector)")
+    parser.add_argument(
+        "--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="where torch runs the model"
+    )
     parser.add_argument(
         "--deslant-below",
         type=float,
@@ -101,35 +105,24 @@ def main(argv: list[str] | None = None) -> None:
     from training.train_recognizer import evaluate as evaluate_recognizer
     from training.train_recognizer import read_split
 
+    options = dict(backend=args.backend, encoder_onnx=args.encoder_onnx, device=args.device, dtype=args.dtype)
     figures: dict = {}
-    figures["detector"] = evaluate_detector(args.detector, args.data / "detector" / "data.yaml", args.imgsz)
+    data_yaml = args.data / "detector" / "data.yaml"
+    figures["detector"] = evaluate_detector(args.detector, data_yaml, args.imgsz, args.device)
     lexicon = find_lexicon(args.recognizer)
     for crop_set in args.crops:  # "recognizer": word crops; "recognizer-lines": line crops
         crops = read_split(args.data / crop_set / "val", args.limit or None)
         name = "recognizer_held_out_fonts" + ("" if crop_set == "recognizer" else "_" + crop_set.split("-")[-1])
-        figures[name] = evaluate_recognizer(
-            args.recognizer, crops, greedy=True, backend=args.backend, encoder_onnx=args.encoder_onnx
-        )
+        figures[name] = evaluate_recognizer(args.recognizer, crops, greedy=True, **options)
         if lexicon is not None:  # what the service reads by default; the line above is the bare model
             figures[name + "_lexicon"] = evaluate_recognizer(
-                args.recognizer,
-                crops,
-                lexicon=lexicon,
-                n_best=args.n_best,
-                backend=args.backend,
-                deslant_below=args.deslant_below,
-                encoder_onnx=args.encoder_onnx,
+                args.recognizer, crops, lexicon=lexicon, n_best=args.n_best, deslant_below=args.deslant_below, **options
             )
 
     if (args.real_dev / "labels.tsv").exists():
-        detector = Detector(args.detector, image_size=args.imgsz)
+        detector = Detector(args.detector, image_size=args.imgsz, device=args.device)
         recognizer = Recognizer(
-            args.recognizer,
-            lexicon=lexicon,
-            n_best=args.n_best,
-            backend=args.backend,
-            deslant_below=args.deslant_below,
-            encoder_onnx=args.encoder_onnx,
+            args.recognizer, lexicon=lexicon, n_best=args.n_best, deslant_below=args.deslant_below, **options
         )
         figures["real_dev"] = evaluate_real(detector, recognizer, args.real_dev, args.unit)
     print(json.dumps(figures, indent=1, default=float))

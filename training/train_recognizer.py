@@ -84,21 +84,19 @@ def evaluate(
     lexicon=None,
     greedy: bool = False,
     n_best: int = 1,
-    backend: str = "onnx",
     deslant_below: float = DESLANT_BELOW,
-    encoder_onnx: Path | None = None,
+    **options,
 ) -> dict:
     """CER, WER, word accuracy and time per crop; decoded as the service decodes (`greedy`: the decoder alone,
-    one reading per crop; `encoder_onnx`: an encoder graph to run, as the service's HW_ENCODER_ONNX)."""
+    one reading per crop; `options`: the Recognizer's, such as backend, encoder_onnx, device and dtype)."""
     recognizer = Recognizer(
         model_dir,
         batch_size=batch_size,
         lexicon=lexicon,
         ctc_weight=0.0 if greedy else None,
         n_best=n_best,
-        backend=backend,
         deslant_below=0.0 if greedy else deslant_below,
-        encoder_onnx=encoder_onnx,
+        **options,
     )
     started = time.perf_counter()
     predictions = recognizer.predict([Image.open(path).convert("L") for path, _ in rows])

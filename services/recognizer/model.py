@@ -55,6 +55,8 @@ MIN_SLANT = 0.15
 # With the decoder on ONNX Runtime (greedy), crops go through the encoder this many at a time (of similar widths:
 # little padding to compute) and through the decoder `batch_size` at a time (fewer sequential steps).
 ENCODER_BATCH_SIZE = 16
+# the types the model may run in where torch runs it (HW_DTYPE): half precision is for GPUs
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -130,10 +132,13 @@ class Recognizer:
         encoder_onnx: str | Path | None = None,
         encoder_batch_size: int = ENCODER_BATCH_SIZE,
         workers: int = 0,
+        dtype: str = "float32",
     ):
         """`encoder_onnx`: with the onnx backend, a file holding the encoder graph to run instead of the one
         exported from the weights at start (an int8 one from `training.quantize_encoder`).
-        `workers`: batches read at once on a CPU, each on one thread (0: one per core, torch's thread count)."""
+        `workers`: batches read at once on a CPU, each on one thread (0: one per core, torch's thread count).
+        `dtype`: the weights' and activations' type where torch runs the model (float16 or bfloat16 on a GPU);
+        scores are computed in float32 whatever it is."""
         if beam_size < 1 or n_best < 1:
             raise ValueError("beam_size and n_best must be >= 1")
         self.device = device
@@ -155,6 +160,13 @@ class Recognizer:
             raise ValueError("ctc_weight needs an encoder with a CTC head")
         if backend not in ("onnx", "torch"):
             raise ValueError(f"backend must be onnx or torch, not {backend!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+        onnx = onnx_sessions.serves(backend, device)
+        if onnx and dtype != "float32":
+            raise ValueError(f"dtype {dtype} is for torch: on a CPU it needs the torch backend")
+        self.dtype = DTYPES[dtype]
+        self.model.to(self.dtype)
         # on a CPU, batches side by side on one core each: the Python work between the decoder's short steps
         # leaves a core idle when both serve one batch (the sample page's call: 406 -> 349 ms, benchmarks/backends.py)
         self.workers = (workers or torch.get_num_threads() or 1) if device == "cpu" else 1
@@ -162,7 +174,6 @@ class Recognizer:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="recognizer") if self.workers > 1 else None
         # PP-OCR's encoder (the shipped model's) on ONNX Runtime (faster from the services' worker thread), on a CPU
         self.onnx_encoder = None
-        onnx = onnx_sessions.serves(backend, device)
         if onnx and self.model.config.encoder.model_type == ppocr_encoder.MODEL_TYPE:
             from services.recognizer.onnx_encoder import OnnxEncoder
 
@@ -242,7 +253,7 @@ class Recognizer:
         size = self.encoder_batch_size if greedy_onnx else len(crops)
         encoded, ctc_log_probs = [], []
         for start in range(0, len(crops), size):
-            pixel_values = self.preprocess(crops[start : start + size]).to(self.device)
+            pixel_values = self.preprocess(crops[start : start + size]).to(self.device, self.dtype)
             encoder_states, ctc_logits = self._encode(pixel_values)
             encoded.append(self._encoded(encoder_states))  # once: decoding and near-word scoring share it
             if self.ctc_weight:
@@ -266,10 +277,12 @@ class Recognizer:
             )
             sequences = output.sequences
             if beams == 1:
-                scores = self.model.compute_transition_scores(sequences, output.scores, normalize_logits=True)
+                scores = self.model.compute_transition_scores(
+                    sequences, [step.float() for step in output.scores], normalize_logits=True
+                )
         texts = [text.strip() for text in self.tokenizer.batch_decode(sequences, skip_special_tokens=True)]
         if beams > 1:  # beam scores are length-normalised: the mean log-probability of each reading
-            mean_log_probs = output.sequences_scores
+            mean_log_probs = output.sequences_scores.float()
         else:
             emitted = self._emitted(sequences[:, -scores.shape[1] :])
             mean_log_probs = scores.masked_fill(~emitted, 0.0).sum(dim=1) / emitted.sum(dim=1).clamp(min=1)
@@ -339,7 +352,7 @@ class Recognizer:
         return hidden, self.model.encoder.ctc_logits(hidden) if self.ctc_weight else None
 
     def _ctc(self, pixel_values: torch.Tensor, logits: torch.Tensor) -> CtcScores:
-        log_probs = logits.log_softmax(-1)  # (N, T, C)
+        log_probs = logits.float().log_softmax(-1)  # (N, T, C)
         owned = getattr(self.model.encoder, "owned_columns", None)
         lengths = owned(pixel_values, log_probs.shape[1]) if owned else [log_probs.shape[1]] * len(log_probs)
         return CtcScores([log_probs[i, : lengths[i]] for i in range(len(lengths))])
@@ -423,7 +436,7 @@ class Recognizer:
                 decoder_input_ids=inputs,
                 decoder_attention_mask=(labels != -100).long(),
             ).logits
-        token_log_probs = logits.log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        token_log_probs = logits.float().log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         token_log_probs = token_log_probs.masked_fill(labels == -100, 0.0)
         return token_log_probs.sum(dim=1).tolist(), [len(t) for t in targets]
 

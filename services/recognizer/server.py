@@ -86,6 +86,7 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
             encoder_onnx=self.settings.encoder_onnx or None,
             encoder_batch_size=self.settings.encoder_batch_size,
             workers=self.settings.recognizer_workers,
+            dtype=self.settings.dtype,
         )
         # warm-up before SERVING: the first calls pay for lazy initialisation and memory growth
         self.recognizer.predict([Image.new("L", (160, 40), 255), Image.new("L", (900, 48), 255)])
