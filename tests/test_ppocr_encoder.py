@@ -83,3 +83,14 @@ def test_the_port_computes_what_the_onnx_computes():
     assert ours.shape == theirs.shape
     assert np.abs(ours - theirs).max() < 1e-4
     assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+
+
+def test_each_crops_own_columns_are_the_same_in_half_precision():
+    """HW_DTYPE runs the encoder in float16 or bfloat16: each crop's share of a padded batch (the masks, and the CTC
+    columns it owns) is still computed in float32; in bfloat16 it put the crop's last column one off."""
+    crops = [Image.new("L", (width, 40), 255) for width in range(30, 1200, 37)]
+    pixels = ppocr_encoder.prepare_pixels(crops, 48, 1600)
+    owned = ppocr_encoder.PPOCREncoderModel.owned_columns
+    for columns in range(50, 400, 7):
+        expected = owned(pixels, columns)
+        assert owned(pixels.bfloat16(), columns) == expected and owned(pixels.half(), columns) == expected

@@ -288,6 +288,30 @@ def test_half_precision_where_torch_runs_the_model_reads_as_float32(sample_page)
         Recognizer(DEFAULT_RECOGNIZER_DIR, backend="torch", dtype="int4")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: none here or in CI; run it where one is")
+def test_on_a_gpu_the_page_reads_as_on_the_cpu_in_float32_and_float16(sample_page):
+    """The GPU path (torch on the device; CTC work on the CPU) has no machine in CI: this runs where a GPU is."""
+    from PIL import Image as PilImage
+
+    from services.common.settings import DEFAULT_DETECTOR_WEIGHTS, DEFAULT_RECOGNIZER_DIR
+    from services.detector.model import Detector
+    from services.recognizer.lexicon import find_lexicon
+
+    page = PilImage.open(sample_page).convert("RGB")
+    detector = Detector(DEFAULT_DETECTOR_WEIGHTS, device="cuda")
+    found, expected_boxes = detector.predict(page), Detector(DEFAULT_DETECTOR_WEIGHTS).predict(page)
+    assert detector.backend == "torch" and len(found) == len(expected_boxes)
+    for a, b in zip(found, expected_boxes, strict=True):
+        assert max(abs(x - y) for x, y in zip(a.box, b.box, strict=True)) < 1.0
+    crops = _page_crops(sample_page, 40)
+    lexicon = find_lexicon(DEFAULT_RECOGNIZER_DIR)
+    expected = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=lexicon).predict(crops)
+    for dtype, least in (("float32", 40), ("float16", 38)):
+        got = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=lexicon, device="cuda", dtype=dtype).predict(crops)
+        assert sum(a.text == b.text for a, b in zip(got, expected, strict=True)) >= least, dtype
+        assert all(len(r.char_positions) == len(r.text) for r in got if r.text)
+
+
 def _page_crops(sample_page, count: int) -> list[Image.Image]:
     from services.common.crops import cut_crop
 

@@ -352,7 +352,8 @@ class Recognizer:
         return hidden, self.model.encoder.ctc_logits(hidden) if self.ctc_weight else None
 
     def _ctc(self, pixel_values: torch.Tensor, logits: torch.Tensor) -> CtcScores:
-        log_probs = logits.float().log_softmax(-1)  # (N, T, C)
+        # (N, T, C), on the CPU: the CTC scores, alignments and best paths are small, sequential, partly numpy work
+        log_probs = logits.float().log_softmax(-1).cpu()
         owned = getattr(self.model.encoder, "owned_columns", None)
         lengths = owned(pixel_values, log_probs.shape[1]) if owned else [log_probs.shape[1]] * len(log_probs)
         return CtcScores([log_probs[i, : lengths[i]] for i in range(len(lengths))])

@@ -153,7 +153,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         x = self.depthwise(_mask(x, valid))
         if self.se is not None:
-            x = self.se(x, None if valid is None else _columns(valid, x.shape[3]))
+            x = self.se(x, None if valid is None else _columns(valid, x.shape[3], x.dtype))
         out = self.project(F.gelu(self.expand(x)))
         return x + out if self.residual else out
 
@@ -218,7 +218,7 @@ class Neck(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         x = self.pool(_mask(x, valid))
-        attend = None if valid is None else _columns(valid, x.shape[3]).bool()
+        attend = None if valid is None else _columns(valid, x.shape[3], torch.bool)
         shortcut = self.shortcut(x)
         x = self.conv_in(x)
         x = x + self.local(_mask(x, valid))
@@ -299,18 +299,20 @@ def split_padding(pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     padded = pixel_values[:, 0, 0, :] == PADDING  # (N, W): padding fills whole columns
     if not torch.jit.is_tracing() and not torch.compiler.is_compiling() and not bool(padded.any()):
         return pixel_values, None  # (an exported graph always masks: it must serve padded batches)
-    owned = (~padded).sum(dim=1).to(pixel_values.dtype) / pixel_values.shape[3]
+    # in float32 whatever the model runs in: half precision would put a crop's last column a column off
+    owned = (~padded).sum(dim=1).float() / pixel_values.shape[3]
     return pixel_values.masked_fill(pixel_values == PADDING, 0.0), owned
 
 
 def _mask(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    return x if valid is None else x * _columns(valid, x.shape[3])
+    return x if valid is None else x * _columns(valid, x.shape[3], x.dtype)
 
 
-def _columns(owned: torch.Tensor, width: int) -> torch.Tensor:
-    """(N, 1, 1, width) 1.0 over the columns of a feature map that lie over each crop's own pixels."""
+def _columns(owned: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """(N, 1, 1, width) 1 over the columns of a feature map that lie over each crop's own pixels, as `dtype`;
+    `owned` (float32) is each crop's fraction of the width."""
     limit = torch.ceil(owned * width - 1e-4)
-    return (torch.arange(width, device=owned.device)[None, :] < limit[:, None]).to(owned.dtype)[:, None, None, :]
+    return (torch.arange(width, device=owned.device)[None, :] < limit[:, None]).to(dtype)[:, None, None, :]
 
 
 AutoConfig.register(MODEL_TYPE, PPOCREncoderConfig)
