@@ -215,7 +215,7 @@ def test_a_page_finds_the_same_boxes_alone_and_in_a_batch(sample_page):
     pages.append((page.resize((900, 700)), None))
     detector = Detector(DEFAULT_DETECTOR_WEIGHTS)
     alone = [detector.predict(image, min_score) for image, min_score in pages]
-    assert [len(found) for found in alone][:2] == [len(alone[0])] * 2 and len(alone[3]) < len(alone[0])
+    assert all(alone) and len(alone[3]) < len(alone[0])  # every page finds words; a higher floor, fewer
     assert detector.predict_batch(pages) == alone
 
 
