@@ -392,11 +392,18 @@ def test_an_int8_encoder_from_quantize_encoder_serves_through_encoder_onnx(sampl
     """training.quantize_encoder's default graph (1x1 convolutions in int8, ranges calibrated on crops) loaded the
     way the service's HW_ENCODER_ONNX loads it: it reads the page's words nearly as the float encoder does."""
     from services.common.settings import DEFAULT_RECOGNIZER_DIR
-    from training.quantize_encoder import quantize
+    from training.quantize_encoder import calibration_crops, quantize
 
     page_crops = _page_crops(sample_page, 40)
+    folder = tmp_path / "crops"  # a make_data crop folder (labels.tsv has no header): every crop can be drawn
+    folder.mkdir()
+    for i, crop in enumerate(page_crops[:16]):
+        crop.save(folder / f"{i}.png")
+    (folder / "labels.tsv").write_text("".join(f"{i}.png\tword\n" for i in range(16)))
+    drawn = calibration_crops(folder, 16)
+    assert sorted(crop.tobytes() for crop in drawn) == sorted(crop.tobytes() for crop in page_crops[:16])
     graph = tmp_path / "encoder-int8.onnx"
-    quantize(DEFAULT_RECOGNIZER_DIR, graph, "static-pointwise", page_crops[:16])
+    quantize(DEFAULT_RECOGNIZER_DIR, graph, "static-pointwise", drawn)
     expected = [r.text for r in Recognizer(DEFAULT_RECOGNIZER_DIR, deslant_below=0).predict(page_crops)]
     got = [r.text for r in Recognizer(DEFAULT_RECOGNIZER_DIR, deslant_below=0, encoder_onnx=graph).predict(page_crops)]
     assert sum(a == b for a, b in zip(got, expected, strict=True)) >= 0.85 * len(expected)

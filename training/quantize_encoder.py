@@ -36,10 +36,12 @@ MODES = ("static-pointwise", "static-conv", "static", "dynamic")
 
 
 def calibration_crops(folder: Path, count: int, seed: int = 0) -> list[Image.Image]:
-    """`count` crops drawn at random from a `make_data` crop folder (its labels.tsv names them)."""
-    names = [line.split("\t")[0] for line in (folder / "labels.tsv").read_text().splitlines()[1:] if line]
-    random.Random(seed).shuffle(names)
-    return [Image.open(folder / name).convert("L") for name in names[:count]]
+    """`count` crops drawn at random from a `make_data` crop folder."""
+    from training.train_recognizer import read_split
+
+    rows = read_split(folder)
+    random.Random(seed).shuffle(rows)
+    return [Image.open(path).convert("L") for path, _ in rows[:count]]
 
 
 def quantize(

@@ -138,14 +138,12 @@ class Detector:
         session that does not spin, with the process's threads."""
         import onnxruntime
 
-        from services.common.onnx_sessions import session_options
-
         backend = getattr(getattr(getattr(self.model, "predictor", None), "model", None), "backend", None)
         if getattr(backend, "session", None) is None:  # another ultralytics layout: its own session stays
             logger.warning("detector: ultralytics' ONNX Runtime session not found; it stays as ultralytics made it")
             return
         backend.session = onnxruntime.InferenceSession(
-            str(model_file), session_options(), providers=["CPUExecutionProvider"]
+            str(model_file), onnx_sessions.session_options(), providers=onnx_sessions.PROVIDERS
         )
         self.predict(Image.new("RGB", (self.image_size, self.image_size), (255, 255, 255)))
 

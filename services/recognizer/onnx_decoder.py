@@ -159,7 +159,7 @@ class Cross:
 
 
 class OnnxDecoder:
-    """The decoder of a loaded VisionEncoderDecoderModel on ONNX Runtime: `cross`, `step`, `greedy`, `score`."""
+    """The decoder of a loaded VisionEncoderDecoderModel on ONNX Runtime: `cross`, `step`, `greedy`, `logits`."""
 
     def __init__(self, model, threads: int = 0):
         import onnxruntime
