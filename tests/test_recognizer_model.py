@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from transformers import VisionEncoderDecoderModel
 
 from services.recognizer import compact_trocr
+from services.recognizer.checkpoint import load_checkpoint
 from services.recognizer.lexicon import _CORE, Lexicon
-from services.recognizer.model import Recognition, Recognizer, load_checkpoint
+from services.recognizer.model import Recognition, Recognizer
 
 
 def crops(count: int) -> list[Image.Image]:
@@ -202,14 +204,47 @@ def test_ctc_alignment_places_each_character_at_its_frame():
     from services.recognizer.model import CtcScores, _ctc_align
 
     frames = [0, CTC_INDEX["a"], CTC_INDEX["a"], 0, CTC_INDEX["b"], CTC_INDEX["b"], 0, 0]
-    log_probs = torch.full((len(frames), len(CTC_INDEX) + 1), -10.0)
+    log_probs = np.full((len(frames), len(CTC_INDEX) + 1), -10.0, dtype=np.float32)
     log_probs[range(len(frames)), frames] = 0.0
     assert _ctc_align(log_probs, "ab") == [1, 4]
     assert _ctc_align(log_probs, "a\u00e9") is None  # a character the head cannot read
-    scores = CtcScores([log_probs.log_softmax(-1)])
+    scores = CtcScores([torch.from_numpy(log_probs).log_softmax(-1).numpy()])
     assert scores.best_paths == ["ab"]
     # 8 frames over the crop's pixels and its margin; the pixels take 4/5 of them: 6.4 frames
     assert scores.positions(0, "ab", 0.8) == pytest.approx(((1 + 0.5) / 6.4, (4 + 0.5) / 6.4))
+
+
+def test_ctc_likelihoods_are_torchs_ctc_loss():
+    """The CTC head's score of each candidate (numpy: the torch-free serving path has no torch) is torch's CTC loss
+    negated, for crops of several lengths at once, repeated letters, unknown characters, and texts too long for
+    their crop (impossible: -1e4)."""
+    from services.recognizer.characters import CTC_INDEX
+    from services.recognizer.model import _ctc_log_likelihoods
+
+    generator = torch.Generator().manual_seed(3)
+    crops_log_probs = [
+        (3 * torch.randn(t, len(CTC_INDEX) + 1, generator=generator)).log_softmax(-1) for t in (9, 4, 30)
+    ]
+    cases = [
+        (0, "ab"),
+        (0, "aab"),
+        (1, "see"),
+        (1, "abcde"),
+        (1, "aaaa"),
+        (2, "hello world"),
+        (2, "\u00e9t\u00e9"),
+        (0, ""),
+        (1, "x"),
+    ]
+    got = _ctc_log_likelihoods([crops_log_probs[c].numpy() for c, _ in cases], [text for _, text in cases])
+    for (crop, text), value in zip(cases, got, strict=True):
+        target = [CTC_INDEX[c] for c in text if c in CTC_INDEX] or [CTC_INDEX[" "]]
+        loss = torch.nn.functional.ctc_loss(
+            crops_log_probs[crop], torch.tensor(target), [len(crops_log_probs[crop])], [len(target)], reduction="sum"
+        )
+        expected = -float(loss) if math.isfinite(float(loss)) else -1e4
+        assert value == pytest.approx(expected, abs=1e-3), (crop, text)
+    assert got[3] == got[4] == -1e4  # 5 characters, or "a" blank "a" blank "a" blank "a", in 4 frames
 
 
 def test_the_onnx_backend_reads_as_torch_on_the_shipped_model(sample_page):
@@ -409,3 +444,57 @@ def test_an_int8_encoder_from_quantize_encoder_serves_through_encoder_onnx(sampl
     assert sum(a == b for a, b in zip(got, expected, strict=True)) >= 0.85 * len(expected)
     with pytest.raises(ValueError):
         Recognizer(DEFAULT_RECOGNIZER_DIR, backend="torch", encoder_onnx=graph)
+
+
+TORCH_FREE_READER = """
+import json, sys
+sys.modules["torch"] = None  # as where torch is not installed (the CPU images): `import torch` fails
+from PIL import Image
+from services.common.crops import cut_crop
+from services.recognizer.lexicon import find_lexicon
+from services.recognizer.model import Recognizer
+
+folder, page, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+truth = json.loads(open(page.rsplit(".", 1)[0] + ".json").read())
+gray = Image.open(page).convert("L")
+crops = [cut_crop(gray, tuple(w["box"])) for w in truth["words"][:count]]
+recognizer = Recognizer(folder, lexicon=find_lexicon(folder))
+assert recognizer.model is None and recognizer.backend == "onnx"
+print(json.dumps([[r.text, r.confidence, list(r.char_positions)] for r in recognizer.predict(crops)]))
+"""
+
+
+def test_a_serving_folder_reads_as_the_weights_do_without_torch(sample_page, tmp_path):
+    """`onnx_export.write_bundle` (what the CPU images run at build): the model's folder with its graphs, read by a
+    process where torch cannot be imported, gives the page's words the weights give here; graphs of other
+    weights are refused."""
+    import subprocess
+    import sys
+
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+    from services.recognizer import onnx_bundle
+    from services.recognizer.lexicon import find_lexicon
+    from services.recognizer.onnx_export import write_bundle
+
+    folder = tmp_path / "recognizer"
+    write_bundle(DEFAULT_RECOGNIZER_DIR, folder)
+    count = 40
+    run = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE_READER, str(folder), str(sample_page), str(count)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=find_lexicon(DEFAULT_RECOGNIZER_DIR))
+    expected = recognizer.predict(_page_crops(sample_page, count))
+    assert [text for text, _, _ in got] == [r.text for r in expected]
+    assert max(abs(confidence - r.confidence) for (_, confidence, _), r in zip(got, expected, strict=True)) < 1e-4
+    for (_, _, positions), r in zip(got, expected, strict=True):
+        assert positions == pytest.approx(r.char_positions)
+
+    meta = folder / onnx_bundle.FOLDER / "onnx.json"
+    meta.write_text(meta.read_text().replace(onnx_bundle.weights_digest(folder), "0" * 64))
+    with pytest.raises(ValueError, match="other weights"):
+        Recognizer(folder)

@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw
 
 from services.common.crops import cut_crop
 from services.orchestrator.layout import group_into_lines
-from services.recognizer.model import Recognizer, load_checkpoint
+from services.recognizer.checkpoint import load_checkpoint
+from services.recognizer.model import Recognizer
 from training import make_data, prepare_iam, train_detector, train_recognizer
 from training.metrics import error_rates, match_boxes
 from training.synth.fonts import EVAL_FAMILIES, ensure_fonts, training_families

@@ -31,8 +31,9 @@ from PIL import Image
 
 from services.orchestrator.corrections import open_store
 from services.recognizer import compact_trocr
+from services.recognizer.checkpoint import load_checkpoint
 from services.recognizer.lexicon import LEXICON_FILE, find_lexicon
-from services.recognizer.model import Recognizer, load_checkpoint
+from services.recognizer.model import Recognizer
 from training.metrics import error_rates
 from training.train_recognizer import Trainer, jitter_crop, read_split
 

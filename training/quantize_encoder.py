@@ -57,18 +57,17 @@ def quantize(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from services.recognizer import onnx_encoder
-    from services.recognizer.model import load_checkpoint
+    from services.recognizer import onnx_export, ppocr_pixels
+    from services.recognizer.checkpoint import load_checkpoint
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     checkpoint = load_checkpoint(model_dir)
-    if not hasattr(checkpoint.model.encoder, "ctc_logits"):
+    if checkpoint.model.config.encoder.model_type != ppocr_pixels.MODEL_TYPE:
         raise ValueError(f"{model_dir}: only PP-OCR encoders (the shipped model's) are exported")
-    example = checkpoint.preprocess([Image.new("L", (60, 32), 255), Image.new("L", (200, 40), 255)])
     with tempfile.TemporaryDirectory() as folder:
         exported, prepared = Path(folder) / "encoder.onnx", Path(folder) / "prepared.onnx"
-        exported.write_bytes(onnx_encoder.export(checkpoint.model.encoder, example))
+        exported.write_bytes(onnx_export.encoder_graph(checkpoint.model.encoder))
         quant_pre_process(str(exported), str(prepared), skip_symbolic_shape=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         if mode == "dynamic":

@@ -22,7 +22,8 @@ import torch
 from PIL import Image, ImageOps
 
 from services.recognizer import compact_trocr
-from services.recognizer.model import DESLANT_BELOW, LoadedCheckpoint, Recognizer, load_checkpoint
+from services.recognizer.checkpoint import LoadedCheckpoint, load_checkpoint
+from services.recognizer.model import DESLANT_BELOW, Recognizer
 from training.metrics import error_rates
 
 

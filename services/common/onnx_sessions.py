@@ -4,18 +4,43 @@ only when a session is made)."""
 from __future__ import annotations
 
 import os
+import sys
+
+_threads = 0  # set_threads
+
+
+def set_threads(count: int) -> None:
+    """The threads the process's models use (HW_TORCH_THREADS): ONNX Runtime's sessions made afterwards, and
+    torch's where it is installed."""
+    global _threads
+    _threads = count
+    try:
+        import torch
+    except ImportError:  # a torch-free image
+        return
+    torch.set_num_threads(count)
+
+
+def cpu_threads() -> int:
+    """The threads a model may use: `set_threads`'s count, else torch's where it is loaded (ultralytics changes
+    it), else the cores this process may run on."""
+    torch = sys.modules.get("torch")
+    if _threads:
+        return _threads
+    if torch is not None:
+        return torch.get_num_threads() or 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def session_options(threads: int = 0):
-    """`threads` intra-op threads (0: torch's thread count, all the process's cores) for one inference at a time,
+    """`threads` intra-op threads (0: `cpu_threads()`, all the process's cores) for one inference at a time,
     the graph fully optimised, and no spinning: by default ONNX Runtime's threads busy-wait after each run, taking
     the cores from whatever runs next (the recognizer's torch and numpy work between the decoder's short runs:
     the sample page's recognizer call 794 -> 458 ms without it)."""
     import onnxruntime
-    import torch
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads() or (os.cpu_count() or 1)
+    options.intra_op_num_threads = threads or cpu_threads()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options

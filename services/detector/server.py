@@ -6,10 +6,10 @@ import asyncio
 import time
 
 import grpc
-import torch
 
 from handwriting.v1 import detector_service_pb2 as pb
 from handwriting.v1 import detector_service_pb2_grpc as pb_grpc
+from services.common import onnx_sessions
 from services.common.geometry import LINE, WORD
 from services.common.images import image_from_proto
 from services.common.metrics import Metrics
@@ -73,7 +73,7 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
 
     def load(self) -> None:
         if self.settings.torch_threads:
-            torch.set_num_threads(self.settings.torch_threads)
+            onnx_sessions.set_threads(self.settings.torch_threads)
         self.detector = Detector(
             self.settings.detector_weights,
             device=self.settings.device,

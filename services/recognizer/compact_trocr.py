@@ -9,8 +9,6 @@ encoder hold character information early, which is what lets it converge in CPU-
 
 from __future__ import annotations
 
-import string
-
 import numpy as np
 import torch
 from PIL import Image
@@ -27,10 +25,10 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutput
 
+from services.recognizer.characters import CHARACTERS, CTC_INDEX  # noqa: F401 (re-exported)
+
 MODEL_TYPE = "handwriting-cnn-encoder"
 SPECIAL_TOKENS = {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
-CHARACTERS = string.digits + string.ascii_letters + string.punctuation + " "
-CTC_INDEX = {char: index + 1 for index, char in enumerate(CHARACTERS)}  # a CTC head's classes; 0 is the blank
 
 
 class CompactEncoderConfig(PreTrainedConfig):

@@ -25,23 +25,21 @@ than the text the encoder learnt from.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
-from transformers.modeling_outputs import BaseModelOutput
+from transformers import AutoTokenizer
 
-# compact_trocr and ppocr_encoder register their encoders with AutoModel when imported
 from services.common import onnx_sessions
-from services.recognizer import compact_trocr, onnx_decoder, ppocr_encoder, slant
+from services.recognizer import onnx_bundle, onnx_decoder, ppocr_pixels, slant
+from services.recognizer.characters import CHARACTERS, CTC_INDEX
 from services.recognizer.lexicon import Lexicon
 from services.recognizer.onnx_decoder import Cross
 
@@ -55,8 +53,8 @@ MIN_SLANT = 0.15
 # With the decoder on ONNX Runtime (greedy), crops go through the encoder this many at a time (of similar widths:
 # little padding to compute) and through the decoder `batch_size` at a time (fewer sequential steps).
 ENCODER_BATCH_SIZE = 16
-# the types the model may run in where torch runs it (HW_DTYPE): half precision is for GPUs
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# the types the model may run in where torch runs it (HW_DTYPE; services.recognizer.checkpoint.DTYPES)
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -65,52 +63,6 @@ class Recognition:
     confidence: float
     # x of each character's centre as a fraction of the crop's width (from the CTC head's alignment); () if unknown
     char_positions: tuple[float, ...] = ()
-
-
-@dataclass
-class LoadedCheckpoint:
-    model: VisionEncoderDecoderModel
-    tokenizer: object
-    preprocess: Callable[[list[Image.Image]], torch.Tensor]
-    image_processor: object | None = None  # a stock checkpoint's processor; saved with fine-tuned copies
-
-    def save(self, directory: str | Path) -> None:
-        self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
-        if self.image_processor is not None:
-            self.image_processor.save_pretrained(directory)
-
-
-def load_checkpoint(model_dir: str | Path, device: str = "cpu") -> LoadedCheckpoint:
-    """Load model, tokenizer and the matching pixel preprocessing from a local directory, offline."""
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").exists():
-        raise FileNotFoundError(f"no TrOCR checkpoint in {model_dir} (config.json missing)")
-    model = VisionEncoderDecoderModel.from_pretrained(model_dir, local_files_only=True).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    encoder_config = model.config.encoder
-    if encoder_config.model_type == compact_trocr.MODEL_TYPE:
-        height, width = encoder_config.image_height, encoder_config.image_width
-
-        def preprocess(crops: list[Image.Image]) -> torch.Tensor:
-            return compact_trocr.prepare_pixels(crops, height, width)
-
-        image_processor = None
-    elif encoder_config.model_type == ppocr_encoder.MODEL_TYPE:
-        height, max_width = encoder_config.image_height, encoder_config.max_width
-
-        def preprocess(crops: list[Image.Image]) -> torch.Tensor:
-            return ppocr_encoder.prepare_pixels(crops, height, max_width)
-
-        image_processor = None
-    else:  # a stock TrOCR: its own image processor (resize to 384x384, normalise)
-        image_processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
-
-        def preprocess(crops: list[Image.Image]) -> torch.Tensor:
-            rgb = [crop.convert("RGB") for crop in crops]
-            return image_processor(images=rgb, return_tensors="pt").pixel_values
-
-    return LoadedCheckpoint(model, tokenizer, preprocess, image_processor)
 
 
 class Recognizer:
@@ -136,63 +88,92 @@ class Recognizer:
     ):
         """`encoder_onnx`: with the onnx backend, a file holding the encoder graph to run instead of the one
         exported from the weights at start (an int8 one from `training.quantize_encoder`).
-        `workers`: batches read at once on a CPU, each on one thread (0: one per core, torch's thread count).
+        `workers`: batches read at once on a CPU, each on one thread (0: one per core).
         `dtype`: the weights' and activations' type where torch runs the model (float16 or bfloat16 on a GPU);
-        scores are computed in float32 whatever it is."""
+        scores are computed in float32 whatever it is.
+
+        With the onnx backend on a CPU, the graphs come from the model's folder when it holds them (onnx/, see
+        services.recognizer.onnx_bundle: torch is then not imported at all) or are exported from its weights."""
         if beam_size < 1 or n_best < 1:
             raise ValueError("beam_size and n_best must be >= 1")
+        if backend not in ("onnx", "torch"):
+            raise ValueError(f"backend must be onnx or torch, not {backend!r}")
+        if dtype not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, not {dtype!r}")
+        onnx = onnx_sessions.serves(backend, device)
+        if onnx and dtype != "float32":
+            raise ValueError(f"dtype {dtype} is for torch: on a CPU it needs the torch backend")
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").exists():
+            raise FileNotFoundError(f"no TrOCR checkpoint in {model_dir} (config.json missing)")
+        config = json.loads((model_dir / "config.json").read_text())
         self.device = device
         self.beam_size = beam_size
         self.batch_size = batch_size
         self.lexicon = lexicon
         self.n_best = n_best
         self.deslant_below = deslant_below
-        checkpoint = load_checkpoint(model_dir, device)
-        self.model = checkpoint.model.eval()
+        encoder_config = config["encoder"]
+        # PP-OCR's encoder (the shipped model's): its pixels and columns are computed here, in numpy
+        self.ppocr = encoder_config.get("model_type") == ppocr_pixels.MODEL_TYPE
+        bundle = onnx_bundle.load(model_dir) if onnx and self.ppocr else None
+        # torch runs what the graphs do not: everything without them, beam search with them
+        self.torch = None
+        if bundle is None or beam_size > 1 or n_best > 1:
+            from services.recognizer.checkpoint import TorchModel
+
+            self.torch = TorchModel(model_dir, device, dtype)
+        self.model = self.torch.model if self.torch is not None else None
+        self.tokenizer = (
+            self.torch.tokenizer if self.torch else AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        )
+        if self.ppocr:
+            height, max_width = encoder_config["image_height"], encoder_config["max_width"]
+            self.preprocess = lambda crops: ppocr_pixels.prepare_pixels(crops, height, max_width)
+            self._content_fraction = lambda crop: ppocr_pixels.content_fraction(crop, height, max_width)
+        else:
+            self.preprocess = self.torch.preprocess
+            self._content_fraction = lambda crop: 1.0
         # 0: as many tokens as the decoder was built for (its positions, less the 8 that build_model adds)
-        self.max_new_tokens = max_new_tokens or max(1, self.model.config.decoder.max_position_embeddings - 8)
-        self.tokenizer = checkpoint.tokenizer
-        self.preprocess = checkpoint.preprocess
+        self.max_new_tokens = max_new_tokens or max(1, config["decoder"]["max_position_embeddings"] - 8)
         # the encoder's CTC head as a second reader: its weight in each reading's score (see `CtcScores.rescore`)
-        default_weight = getattr(self.model.config.encoder, "decode_ctc_weight", 0.0)
+        default_weight = encoder_config.get("decode_ctc_weight", 0.0)
         self.ctc_weight = default_weight if ctc_weight is None or ctc_weight < 0 else ctc_weight
-        if self.ctc_weight and not hasattr(self.model.encoder, "ctc_logits"):
+        if self.ctc_weight and "ctc_vocab_size" not in encoder_config:
             raise ValueError("ctc_weight needs an encoder with a CTC head")
-        if backend not in ("onnx", "torch"):
-            raise ValueError(f"backend must be onnx or torch, not {backend!r}")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-        onnx = onnx_sessions.serves(backend, device)
-        if onnx and dtype != "float32":
-            raise ValueError(f"dtype {dtype} is for torch: on a CPU it needs the torch backend")
-        self.dtype = DTYPES[dtype]
-        self.model.to(self.dtype)
         # on a CPU, batches side by side on one core each: the Python work between the decoder's short steps
         # leaves a core idle when both serve one batch (the sample page's call: 406 -> 349 ms, benchmarks/backends.py)
-        self.workers = (workers or torch.get_num_threads() or 1) if device == "cpu" else 1
+        self.workers = (workers or onnx_sessions.cpu_threads()) if device == "cpu" else 1
         session_threads = 1 if self.workers > 1 else 0
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="recognizer") if self.workers > 1 else None
-        # PP-OCR's encoder (the shipped model's) on ONNX Runtime (faster from the services' worker thread), on a CPU
+        graphs = bundle
+        if graphs is None:  # exported from the weights, in memory (those ONNX Runtime will run)
+            from services.recognizer import onnx_export
+
+            graphs = onnx_export.graphs(self.model, encoder=onnx and not encoder_onnx, decoder=onnx)
+        self.tokens = graphs.decoder  # the decoder's special tokens
+        # PP-OCR's encoder on ONNX Runtime (faster from the services' worker thread), on a CPU
         self.onnx_encoder = None
-        if onnx and self.model.config.encoder.model_type == ppocr_encoder.MODEL_TYPE:
+        if onnx and self.ppocr:
             from services.recognizer.onnx_encoder import OnnxEncoder
 
-            example = self.preprocess([Image.new("L", (60, 32), 255), Image.new("L", (200, 40), 255)])
-            graph = Path(encoder_onnx).read_bytes() if encoder_onnx else None
-            self.onnx_encoder = OnnxEncoder(self.model.encoder, example, threads=session_threads, graph=graph)
+            graph = Path(encoder_onnx).read_bytes() if encoder_onnx else graphs.encoder
+            self.onnx_encoder = OnnxEncoder(graph, threads=session_threads)
         elif encoder_onnx:
             raise ValueError("an encoder graph needs the onnx backend on a CPU and a PP-OCR encoder")
         # its TrOCR decoder too (greedy reading and scoring; beam search stays in torch)
         self.onnx_decoder = None
-        if onnx and onnx_decoder.supported(self.model):
-            self.onnx_decoder = onnx_decoder.OnnxDecoder(self.model, threads=session_threads)
+        if graphs.cross is not None:
+            self.onnx_decoder = onnx_decoder.OnnxDecoder(graphs.cross, graphs.step, graphs.decoder, session_threads)
         self.backend = "onnx" if self.onnx_encoder is not None or self.onnx_decoder is not None else "torch"
         # with the decoder in torch, each call's crops go through the encoder and the decoder together
         self.encoder_batch_size = max(1, min(encoder_batch_size, batch_size)) if self.onnx_decoder else batch_size
         self.model_name = os.path.basename(os.path.normpath(str(model_dir)))
-        logger.info("recognizer loaded", extra={"model_dir": str(model_dir), "device": device})
+        logger.info(
+            "recognizer loaded",
+            extra={"model_dir": str(model_dir), "device": device, "graphs": "folder" if bundle else "exported"},
+        )
 
-    @torch.inference_mode()
     def predict(self, crops: list[Image.Image]) -> list[Recognition]:
         if not crops:
             return []
@@ -240,12 +221,10 @@ class Recognizer:
                 )
                 readings[i] = (Recognition(recognition.text, recognition.confidence, positions), score)
 
-    @torch.inference_mode()  # (it runs on the workers' threads, and the mode is per thread)
     def _predict_batch(self, crops: list[Image.Image]) -> list[tuple[Recognition, float]]:
         rescored = self.lexicon is not None or self.ctc_weight > 0  # readings are chosen among candidates
         n_best = self.n_best if rescored else 1
         beams = max(self.beam_size, n_best)
-        beam_options = dict(num_beams=beams, num_return_sequences=n_best, length_penalty=1.0, early_stopping=True)
         # greedy on ONNX Runtime: the encoder reads the crops a few at a time (less padding to compute), the
         # decoder all of them at once (fewer sequential steps), each crop attending to its own encoder batch's
         # columns only; so a crop reads as it does in torch with batch_size = encoder_batch_size
@@ -253,11 +232,11 @@ class Recognizer:
         size = self.encoder_batch_size if greedy_onnx else len(crops)
         encoded, ctc_log_probs = [], []
         for start in range(0, len(crops), size):
-            pixel_values = self.preprocess(crops[start : start + size]).to(self.device, self.dtype)
-            encoder_states, ctc_logits = self._encode(pixel_values)
+            pixels = self.preprocess(crops[start : start + size])
+            encoder_states, ctc_logits = self._encode(pixels)
             encoded.append(self._encoded(encoder_states))  # once: decoding and near-word scoring share it
             if self.ctc_weight:
-                ctc_log_probs += self._ctc(pixel_values, ctc_logits).log_probs
+                ctc_log_probs += self._ctc(pixels, ctc_logits).log_probs
         encoded = encoded[0] if len(encoded) == 1 else Encoded(None, Cross.join([e.cross for e in encoded]))
         ctc = CtcScores(ctc_log_probs) if self.ctc_weight else None
         max_new_tokens = self.max_new_tokens
@@ -265,34 +244,25 @@ class Recognizer:
             max_new_tokens = min(max_new_tokens, max(len(text) for text in ctc.best_paths) + CTC_LENGTH_SLACK)
         if greedy_onnx:  # the same search as generate's
             sequences, token_log_probs = self.onnx_decoder.greedy(encoded.cross, max_new_tokens)
-            sequences, scores = torch.from_numpy(sequences), torch.from_numpy(token_log_probs).float()
-        else:
-            output = self.model.generate(
-                pixel_values,
-                encoder_outputs=BaseModelOutput(last_hidden_state=encoder_states),
-                max_new_tokens=max_new_tokens,
-                output_scores=True,
-                return_dict_in_generate=True,
-                **(beam_options if beams > 1 else {}),
+            beam_scores = None
+        else:  # (one encoder batch: `pixels` and `encoder_states` are the whole call's)
+            sequences, token_log_probs, beam_scores = self.torch.generate(
+                pixels, encoder_states, max_new_tokens, beams, n_best
             )
-            sequences = output.sequences
-            if beams == 1:
-                scores = self.model.compute_transition_scores(
-                    sequences, [step.float() for step in output.scores], normalize_logits=True
-                )
-        texts = [text.strip() for text in self.tokenizer.batch_decode(sequences, skip_special_tokens=True)]
-        if beams > 1:  # beam scores are length-normalised: the mean log-probability of each reading
-            mean_log_probs = output.sequences_scores.float()
+        texts = [text.strip() for text in self.tokenizer.batch_decode(sequences.tolist(), skip_special_tokens=True)]
+        if beam_scores is not None:  # beam scores are length-normalised: the mean log-probability of each reading
+            mean_log_probs = beam_scores.astype(np.float32)
         else:
-            emitted = self._emitted(sequences[:, -scores.shape[1] :])
-            mean_log_probs = scores.masked_fill(~emitted, 0.0).sum(dim=1) / emitted.sum(dim=1).clamp(min=1)
-        confidences = mean_log_probs.exp().clamp(0.0, 1.0).tolist()
+            scores = token_log_probs.astype(np.float32)
+            emitted = self._emitted(sequences[:, sequences.shape[1] - scores.shape[1] :])
+            mean_log_probs = np.where(emitted, scores, 0.0).sum(axis=1) / np.maximum(emitted.sum(axis=1), 1)
+        confidences = np.clip(np.exp(mean_log_probs), 0.0, 1.0).tolist()
         if not rescored:  # the score is the reading's mean log-probability
             return [
                 (Recognition(text, confidence), mean_log_prob)
                 for text, confidence, mean_log_prob in zip(texts, confidences, mean_log_probs.tolist(), strict=True)
             ]
-        lengths = self._emitted(sequences[:, 1:]).sum(dim=1).tolist()  # after the decoder start token
+        lengths = self._emitted(sequences[:, 1:]).sum(axis=1).tolist()  # after the decoder start token
         log_probs = [m * n for m, n in zip(mean_log_probs.tolist(), lengths, strict=True)]
         groups = [
             [(texts[i], log_probs[i], confidences[i]) for i in range(start, start + n_best)]
@@ -314,14 +284,9 @@ class Recognizer:
             results.append((Recognition(text, confidence, positions), self._score_of(text, log_prob)))
         return results
 
-    def _encoded(self, encoder_states: torch.Tensor) -> Encoded:
-        cross = self.onnx_decoder.cross(encoder_states.cpu().numpy()) if self.onnx_decoder is not None else None
+    def _encoded(self, encoder_states) -> Encoded:
+        cross = self.onnx_decoder.cross(np.asarray(encoder_states)) if self.onnx_decoder is not None else None
         return Encoded(encoder_states, cross)
-
-    def _content_fraction(self, crop: Image.Image) -> float:
-        """How much of the encoder's columns for `crop` its own pixels span (the rest is the added margin)."""
-        fraction = getattr(self.model.encoder, "content_fraction", None)
-        return fraction(crop) if fraction else 1.0
 
     def _best(self, readings: list[tuple[str, float, float]]) -> int:
         candidates = [(text, log_prob) for text, log_prob, _ in readings]
@@ -343,19 +308,18 @@ class Recognizer:
             groups[crop].append((text, log_prob, min(1.0, math.exp(log_prob / max(1, length)))))
         return [crop for crop, _ in new]
 
-    def _encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The encoder's hidden states and, where it has a CTC head and it is used, the head's logits."""
+    def _encode(self, pixels) -> tuple[object, np.ndarray | None]:
+        """The encoder's hidden states (numpy from ONNX Runtime, a tensor from torch) and, where it has a CTC head
+        and it is used, the head's logits (numpy)."""
         if self.onnx_encoder is not None:
-            hidden, logits = self.onnx_encoder(pixel_values)
-            return hidden.to(self.device), logits.to(self.device)
-        hidden = self.model.encoder(pixel_values=pixel_values).last_hidden_state
-        return hidden, self.model.encoder.ctc_logits(hidden) if self.ctc_weight else None
+            return self.onnx_encoder(pixels)
+        return self.torch.encode(pixels, ctc=bool(self.ctc_weight))
 
-    def _ctc(self, pixel_values: torch.Tensor, logits: torch.Tensor) -> CtcScores:
-        # (N, T, C), on the CPU: the CTC scores, alignments and best paths are small, sequential, partly numpy work
-        log_probs = logits.float().log_softmax(-1).cpu()
-        owned = getattr(self.model.encoder, "owned_columns", None)
-        lengths = owned(pixel_values, log_probs.shape[1]) if owned else [log_probs.shape[1]] * len(log_probs)
+    def _ctc(self, pixels, logits: np.ndarray) -> CtcScores:
+        # (N, T, C): the CTC scores, alignments and best paths are small, sequential numpy work
+        log_probs = _log_softmax(logits.astype(np.float32))
+        columns = log_probs.shape[1]
+        lengths = ppocr_pixels.owned_columns(pixels, columns) if self.ppocr else [columns] * len(log_probs)
         return CtcScores([log_probs[i, : lengths[i]] for i in range(len(lengths))])
 
     def _add_near_words(self, encoded: Encoded, groups: list) -> dict[tuple[int, str], tuple[str, int, str]]:
@@ -413,39 +377,30 @@ class Recognizer:
 
     def _score(self, encoded: Encoded, texts: list[str]) -> tuple[list[float], list[int]]:
         """Summed log-probability of each text (end token included) under the decoder, by teacher forcing."""
-        config = self.model.generation_config
-        eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
-        start = config.decoder_start_token_id
-        if start is None:
-            start = self.model.config.decoder_start_token_id
+        eos, start = self.tokens["eos"][0], self.tokens["start"]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
         token_ids = self.tokenizer(texts, add_special_tokens=False).input_ids
         targets = [ids[: self.max_new_tokens - 1] + [eos] for ids in token_ids]
         width = max(len(t) for t in targets)
-        labels = torch.full((len(texts), width), -100, dtype=torch.long)
-        inputs = torch.full((len(texts), width), pad, dtype=torch.long)
+        labels = np.full((len(texts), width), -100, dtype=np.int64)
+        inputs = np.full((len(texts), width), pad, dtype=np.int64)
         for row, target in enumerate(targets):
-            labels[row, : len(target)] = torch.tensor(target)
+            labels[row, : len(target)] = target
             inputs[row, 0] = start
-            inputs[row, 1 : len(target)] = torch.tensor(target[:-1])
-        labels, inputs = labels.to(self.device), inputs.to(self.device)
+            inputs[row, 1 : len(target)] = target[:-1]
         if encoded.cross is not None:  # causal attention: no row's text sees the padding after it
-            logits = torch.from_numpy(self.onnx_decoder.logits(encoded.cross, inputs.numpy()))
+            logits = self.onnx_decoder.logits(encoded.cross, inputs)
         else:
-            logits = self.model(
-                encoder_outputs=BaseModelOutput(last_hidden_state=encoded.states),
-                decoder_input_ids=inputs,
-                decoder_attention_mask=(labels != -100).long(),
-            ).logits
-        token_log_probs = logits.float().log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        token_log_probs = token_log_probs.masked_fill(labels == -100, 0.0)
-        return token_log_probs.sum(dim=1).tolist(), [len(t) for t in targets]
+            logits = self.torch.logits(encoded.states, inputs, (labels != -100).astype(np.int64))
+        log_probs = _log_softmax(logits.astype(np.float32))
+        token_log_probs = np.take_along_axis(log_probs, np.maximum(labels, 0)[..., None], axis=-1)[..., 0]
+        token_log_probs = np.where(labels == -100, 0.0, token_log_probs)
+        return token_log_probs.sum(axis=1).tolist(), [len(t) for t in targets]
 
-    def _emitted(self, generated: torch.Tensor) -> torch.Tensor:
+    def _emitted(self, generated: np.ndarray) -> np.ndarray:
         """Mask of the tokens the decoder emitted: up to and including the first end-of-sequence."""
-        eos = self.model.generation_config.eos_token_id
-        is_eos = torch.isin(generated, torch.tensor(eos if isinstance(eos, list) else [eos], device=generated.device))
-        return (is_eos.cumsum(dim=1) - is_eos.long()) == 0
+        is_eos = np.isin(generated, self.tokens["eos"])
+        return (is_eos.cumsum(axis=1) - is_eos) == 0
 
 
 @dataclass
@@ -454,7 +409,7 @@ class Encoded:
     the decoder on ONNX Runtime, each decoder layer's cross-attention keys and values made from them (computed
     once: every reading of the batch uses them)."""
 
-    states: torch.Tensor | None
+    states: object | None  # numpy (ONNX Runtime) or a tensor (torch)
     cross: Cross | None = None
 
     def rows(self, rows: list[int]) -> Encoded:
@@ -465,7 +420,7 @@ class Encoded:
 class CtcScores:
     """The CTC head's log-probabilities of each crop (its own columns only): best paths, and scores of texts."""
 
-    def __init__(self, log_probs: list[torch.Tensor]):
+    def __init__(self, log_probs: list[np.ndarray]):
         self.log_probs = log_probs
         self.best_paths = [_ctc_greedy(lp.argmax(-1).tolist()) for lp in log_probs]
 
@@ -480,14 +435,21 @@ class CtcScores:
     def rescore(self, groups: list, crops, weight: float, start: list[int] | None = None) -> None:
         """Make each candidate's log-probability (1 - weight) x the decoder's + weight x the CTC head's, for the
         candidates of `crops` from index `start[crop]` on (all of them by default)."""
-        for crop in sorted(set(crops)):
-            first = start[crop] if start else 0
-            readings = groups[crop][first:]
-            ctc = _ctc_log_likelihood(self.log_probs[crop], [text for text, _, _ in readings])
+        crops = sorted(set(crops))
+        firsts = [start[crop] if start else 0 for crop in crops]
+        owners = [crop for crop, first in zip(crops, firsts, strict=True) for _ in groups[crop][first:]]
+        texts = [text for crop, first in zip(crops, firsts, strict=True) for text, _, _ in groups[crop][first:]]
+        ctc = iter(_ctc_log_likelihoods([self.log_probs[crop] for crop in owners], texts))
+        for crop, first in zip(crops, firsts, strict=True):
             groups[crop][first:] = [
-                (text, (1 - weight) * log_prob + weight * ctc_log_prob, confidence)
-                for (text, log_prob, confidence), ctc_log_prob in zip(readings, ctc, strict=True)
+                (text, (1 - weight) * log_prob + weight * next(ctc), confidence)
+                for text, log_prob, confidence in groups[crop][first:]
             ]
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def _ctc_greedy(ids: list[int]) -> str:
@@ -495,36 +457,58 @@ def _ctc_greedy(ids: list[int]) -> str:
     out, previous = [], 0
     for index in ids:
         if index != previous and index != 0:
-            out.append(compact_trocr.CHARACTERS[index - 1])
+            out.append(CHARACTERS[index - 1])
         previous = index
     return "".join(out).strip()
 
 
-def _ctc_log_likelihood(log_probs: torch.Tensor, texts: list[str]) -> list[float]:
-    """log P_ctc(text | one crop's (T, C) log-probabilities) for each text; -1e4 where impossible."""
-    index = compact_trocr.CTC_INDEX
-    targets = [[index[c] for c in text if c in index] or [index[" "]] for text in texts]
-    expanded = log_probs.unsqueeze(1).expand(-1, len(texts), -1)
-    losses = torch.nn.functional.ctc_loss(
-        expanded,
-        torch.tensor([i for t in targets for i in t], dtype=torch.long),
-        torch.full((len(texts),), log_probs.shape[0], dtype=torch.long),
-        torch.tensor([len(t) for t in targets], dtype=torch.long),
-        blank=0,
-        reduction="none",
-        zero_infinity=False,
-    )
-    return [-loss if math.isfinite(loss) else -1e4 for loss in losses.tolist()]
+def _ctc_log_likelihoods(log_probs: list[np.ndarray], texts: list[str]) -> list[float]:
+    """log P_ctc(texts[i] | log_probs[i]) for each i, log_probs[i] one crop's (T, C) log-probabilities; -1e4 where
+    impossible. The forward algorithm over all of them at once, in probabilities rescaled at every frame
+    (Rabiner's scaling): as exact as in log space while no probability underflows float64 (below e^-700)."""
+    if not texts:
+        return []
+    targets = [[CTC_INDEX[c] for c in text if c in CTC_INDEX] or [CTC_INDEX[" "]] for text in texts]
+    rows, states = len(texts), 2 * max(len(t) for t in targets) + 1
+    labels = np.zeros((rows, states), dtype=np.int64)  # blank, c1, blank, c2, ..., blank, then unused states
+    for row, target in enumerate(targets):
+        labels[row, 1 : 2 * len(target) : 2] = target
+    last = np.array([2 * len(t) for t in targets])  # each row's final blank
+    # a state may come from itself, the one before, or (a character unlike the one two before) skip a blank
+    can_skip = np.zeros((rows, states), dtype=bool)
+    can_skip[:, 2:] = (labels[:, 2:] != 0) & (labels[:, 2:] != labels[:, :-2])
+    frames = np.array([len(lp) for lp in log_probs])
+    emit = np.zeros((rows, int(frames.max()), states))  # each state's label's probability at each frame
+    for row, lp in enumerate(log_probs):
+        emit[row, : len(lp)] = np.exp(lp[:, labels[row]].astype(np.float64))
+    emit *= (np.arange(states)[None, :] <= last[:, None])[:, None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):  # an impossible text ends in 0 (or 0/0): -1e4 below
+        alpha = np.zeros((rows, states))
+        alpha[:, :2] = emit[:, 0, :2]
+        total = alpha.sum(axis=1)
+        alpha, log_scale = alpha / total[:, None], np.log(total)
+        for t in range(1, emit.shape[1]):
+            moved = alpha.copy()
+            moved[:, 1:] += alpha[:, :-1]
+            moved[:, 2:] += np.where(can_skip[:, 2:], alpha[:, :-2], 0.0)
+            moved *= emit[:, t]
+            total = moved.sum(axis=1)
+            active = t < frames
+            alpha = np.where(active[:, None], moved / total[:, None], alpha)
+            log_scale += np.where(active, np.log(total), 0.0)
+        index = np.arange(rows)
+        result = log_scale + np.log(alpha[index, last] + alpha[index, last - 1])
+    return [float(value) if np.isfinite(value) else -1e4 for value in result]
 
 
-def _ctc_align(log_probs: torch.Tensor, text: str) -> list[int] | None:
+def _ctc_align(log_probs: np.ndarray, text: str) -> list[int] | None:
     """The frame of each character of `text` in its most likely CTC alignment (Viterbi), or None when `text`
     cannot be aligned (an unknown character, or fewer frames than characters)."""
-    if not text or any(c not in compact_trocr.CTC_INDEX for c in text) or log_probs.shape[0] < len(text):
+    if not text or any(c not in CTC_INDEX for c in text) or log_probs.shape[0] < len(text):
         return None
     labels = np.zeros(2 * len(text) + 1, dtype=np.int64)  # blank, c1, blank, c2, ..., blank
-    labels[1::2] = [compact_trocr.CTC_INDEX[c] for c in text]
-    scores = log_probs[:, torch.from_numpy(labels)].double().numpy()  # (T, S)
+    labels[1::2] = [CTC_INDEX[c] for c in text]
+    scores = log_probs[:, labels].astype(np.float64)  # (T, S)
     frames, states = scores.shape
     # a state may come from itself, the one before, or (a character unlike the one two before) skip a blank
     can_skip = np.zeros(states, dtype=bool)

@@ -13,16 +13,13 @@ that `training.import_ppocr` can load its weights one to one:
   a final LayerNorm, then the shortcut added back: (N, W/8, 120).
 
 The encoder's output is the neck's; PP-OCR's 18710-way CTC classifier is not part of it. Instead
-`ctc_head` reads our own character set (`compact_trocr.CHARACTERS`, 0 = CTC blank), initialised
+`ctc_head` reads our own character set (`characters.CHARACTERS`, 0 = CTC blank), initialised
 from the matching rows of PP-OCR's classifier by the importer, and serves as the auxiliary CTC loss.
 Importing this module registers the encoder with `AutoConfig`/`AutoModel`.
 """
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -30,9 +27,10 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
-from services.recognizer import compact_trocr
+from services.recognizer import characters, ppocr_pixels
+from services.recognizer.ppocr_pixels import PADDING, RIGHT_MARGIN  # noqa: F401 (re-exported)
 
-MODEL_TYPE = "handwriting-ppocr-encoder"
+MODEL_TYPE = ppocr_pixels.MODEL_TYPE
 
 # The blocks after the stem: [out_channels, stride along the height, squeeze-excitation].
 PPOCRV6_SMALL_BLOCKS = (
@@ -76,7 +74,7 @@ class PPOCREncoderConfig(PreTrainedConfig):
         final_layer_norm_eps: float = 1e-6,
         batch_norm_eps: float = 1e-5,
         dropout: float = 0.0,
-        ctc_vocab_size: int = len(compact_trocr.CHARACTERS) + 1,
+        ctc_vocab_size: int = len(characters.CHARACTERS) + 1,
         decode_ctc_weight: float = 0.5,
         **kwargs,
     ):
@@ -273,21 +271,12 @@ class PPOCREncoderModel(PreTrainedModel):
 
     def content_fraction(self, crop: Image.Image) -> float:
         """The share of a crop's own encoder columns that its pixels span (`prepare_pixels` adds a margin)."""
-        height, max_width = self.config.image_height, self.config.max_width
-        content = max(1, min(max_width, round(crop.width * height / max(1, crop.height))))
-        return content / (8 * math.ceil(content * (1 + RIGHT_MARGIN) / 8))
+        return ppocr_pixels.content_fraction(crop, self.config.image_height, self.config.max_width)
 
     @staticmethod
     def owned_columns(pixel_values: torch.Tensor, columns: int) -> list[int]:
         """How many of the `columns` output columns lie over each crop's own pixels (not the batch's padding)."""
-        _, owned = split_padding(pixel_values)
-        if owned is None:
-            return [columns] * pixel_values.shape[0]
-        return [max(1, c) for c in torch.ceil(owned * columns - 1e-4).long().tolist()]
-
-
-# Pixels of the batch's padding, outside [-1, 1]: the encoder masks them out (see `split_padding`).
-PADDING = -2.0
+        return ppocr_pixels.owned_columns(pixel_values[:, :1, :1, :].float().cpu().numpy(), columns)
 
 
 def split_padding(pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -319,38 +308,6 @@ AutoConfig.register(MODEL_TYPE, PPOCREncoderConfig)
 AutoModel.register(PPOCREncoderConfig, PPOCREncoderModel)
 
 
-# Room left white to the right of each crop, as a fraction of its width: without it PP-OCR drops the
-# last letters of a line (real-dev CER of its CTC head alone: 0.27 with none, 0.10 with 0.25 and 0.5).
-RIGHT_MARGIN = 0.25
-# Contrast is stretched between these percentiles of each crop, so faint ink on yellowed paper reads
-# like a clean scan (real-dev CER of the CTC head: 0.100 -> 0.091). A crop spanning fewer gray levels
-# than MIN_CONTRAST (blank paper, a smudge) is left as it is rather than blown up into ink.
-CONTRAST_PERCENTILES = (1, 99)
-MIN_CONTRAST = 48
-
-
 def prepare_pixels(crops: list[Image.Image], height: int, max_width: int) -> torch.Tensor:
-    """Crops of any mode -> (N, 3, height, W) in [-1, 1] (PP-OCR's `(pixel / 255 - 0.5) / 0.5`).
-
-    Each crop is made grayscale, contrast-stretched, resized to `height` keeping its aspect (bilinear),
-    squeezed to `max_width` if wider, given `RIGHT_MARGIN` of white paper (up to a multiple of 8 px: one
-    encoder column per 8 pixels) and copied into all three channels. The batch is then padded to its
-    widest crop with `PADDING`, which the encoder masks out.
-    """
-    arrays = []
-    for crop in crops:
-        gray = np.asarray(crop if crop.mode == "L" else crop.convert("L"), dtype=np.float32)
-        low, high = np.percentile(gray, CONTRAST_PERCENTILES)
-        if high - low >= MIN_CONTRAST:
-            gray = np.clip((gray - low) * (255.0 / (high - low)), 0, 255)
-        stretched = gray.astype(np.uint8)
-        new_width = max(1, min(max_width, round(stretched.shape[1] * height / max(1, stretched.shape[0]))))
-        resized = Image.fromarray(stretched).resize((new_width, height), resample=Image.BILINEAR)
-        own = np.ones((height, 8 * math.ceil(new_width * (1 + RIGHT_MARGIN) / 8)), dtype=np.float32)
-        own[:, :new_width] = np.asarray(resized, dtype=np.float32) / 127.5 - 1.0
-        arrays.append(own)
-    width = max((a.shape[1] for a in arrays), default=8)
-    batch = np.full((len(arrays), 3, height, width), PADDING, dtype=np.float32)
-    for index, array in enumerate(arrays):
-        batch[index, :, :, : array.shape[1]] = array
-    return torch.from_numpy(batch)
+    """`ppocr_pixels.prepare_pixels` as a tensor."""
+    return torch.from_numpy(ppocr_pixels.prepare_pixels(crops, height, max_width))

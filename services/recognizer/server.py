@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-import torch
 from PIL import Image
 
 from handwriting.v1 import recognizer_service_pb2 as pb
 from handwriting.v1 import recognizer_service_pb2_grpc as pb_grpc
+from services.common import onnx_sessions
 from services.common.images import ImageError, image_from_proto
 from services.common.metrics import Metrics
 from services.common.model_runner import BatchingRunner
@@ -70,7 +70,7 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
 
     def load(self) -> None:
         if self.settings.torch_threads:
-            torch.set_num_threads(self.settings.torch_threads)
+            onnx_sessions.set_threads(self.settings.torch_threads)
         lexicon = find_lexicon(self.settings.recognizer_model_dir, self.settings.lexicon, self.settings.lexicon_weight)
         self.recognizer = Recognizer(
             self.settings.recognizer_model_dir,

@@ -1,0 +1,72 @@
+"""What PP-OCR's encoder (`ppocr_encoder`) reads: a batch of crops as pixels, and which of its output columns
+belong to which crop. numpy only: the torch-free serving path (`services.recognizer.onnx_bundle`) needs it too."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+MODEL_TYPE = "handwriting-ppocr-encoder"  # its config's model_type (ppocr_encoder.PPOCREncoderConfig)
+# Room left white to the right of each crop, as a fraction of its width: without it PP-OCR drops the
+# last letters of a line (real-dev CER of its CTC head alone: 0.27 with none, 0.10 with 0.25 and 0.5).
+RIGHT_MARGIN = 0.25
+# Contrast is stretched between these percentiles of each crop, so faint ink on yellowed paper reads
+# like a clean scan (real-dev CER of the CTC head: 0.100 -> 0.091). A crop spanning fewer gray levels
+# than MIN_CONTRAST (blank paper, a smudge) is left as it is rather than blown up into ink.
+CONTRAST_PERCENTILES = (1, 99)
+MIN_CONTRAST = 48
+# Pixels of the batch's padding, outside [-1, 1]: the encoder masks them out (`ppocr_encoder.split_padding`).
+PADDING = -2.0
+
+
+def prepare_pixels(crops: list[Image.Image], height: int, max_width: int) -> np.ndarray:
+    """Crops of any mode -> (N, 3, height, W) float32 in [-1, 1] (PP-OCR's `(pixel / 255 - 0.5) / 0.5`).
+
+    Each crop is made grayscale, contrast-stretched, resized to `height` keeping its aspect (bilinear),
+    squeezed to `max_width` if wider, given `RIGHT_MARGIN` of white paper (up to a multiple of 8 px: one
+    encoder column per 8 pixels) and copied into all three channels. The batch is then padded to its
+    widest crop with `PADDING`, which the encoder masks out.
+    """
+    arrays = []
+    for crop in crops:
+        gray = np.asarray(crop if crop.mode == "L" else crop.convert("L"), dtype=np.float32)
+        low, high = np.percentile(gray, CONTRAST_PERCENTILES)
+        if high - low >= MIN_CONTRAST:
+            gray = np.clip((gray - low) * (255.0 / (high - low)), 0, 255)
+        stretched = gray.astype(np.uint8)
+        new_width = max(1, min(max_width, round(stretched.shape[1] * height / max(1, stretched.shape[0]))))
+        resized = Image.fromarray(stretched).resize((new_width, height), resample=Image.BILINEAR)
+        own = np.ones((height, 8 * math.ceil(new_width * (1 + RIGHT_MARGIN) / 8)), dtype=np.float32)
+        own[:, :new_width] = np.asarray(resized, dtype=np.float32) / 127.5 - 1.0
+        arrays.append(own)
+    width = max((a.shape[1] for a in arrays), default=8)
+    batch = np.full((len(arrays), 3, height, width), PADDING, dtype=np.float32)
+    for index, array in enumerate(arrays):
+        batch[index, :, :, : array.shape[1]] = array
+    return batch
+
+
+def content_fraction(crop: Image.Image, height: int, max_width: int) -> float:
+    """The share of a crop's own encoder columns that its pixels span (`prepare_pixels` adds a margin)."""
+    content = max(1, min(max_width, round(crop.width * height / max(1, crop.height))))
+    return content / (8 * math.ceil(content * (1 + RIGHT_MARGIN) / 8))
+
+
+def owned_fraction(pixels: np.ndarray) -> np.ndarray | None:
+    """The fraction of the batch's width each crop of `pixels` (N, C, H, W) owns, float32 (N,), or None when
+    nothing is padded (padding fills whole columns: its first row tells)."""
+    padded = pixels[:, 0, 0, :] == PADDING
+    if not padded.any():
+        return None
+    return (~padded).sum(axis=1).astype(np.float32) / np.float32(pixels.shape[3])
+
+
+def owned_columns(pixels: np.ndarray, columns: int) -> list[int]:
+    """How many of the `columns` output columns lie over each crop's own pixels (not the batch's padding)."""
+    owned = owned_fraction(pixels)
+    if owned is None:
+        return [columns] * pixels.shape[0]
+    limit = np.ceil(owned * np.float32(columns) - np.float32(1e-4))
+    return [max(1, int(c)) for c in limit]
