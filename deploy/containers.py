@@ -42,11 +42,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "local/debian-python:bookworm"
 PROJECT = "handwriting-ocr"
-IMAGES = {  # compose service -> (Dockerfile, image)
-    "envoy": ("deploy/envoy/Dockerfile", "handwriting-envoy:latest"),
-    "orchestrator": ("services/orchestrator/Dockerfile", "handwriting-orchestrator:latest"),
-    "detector": ("services/detector/Dockerfile", "handwriting-detector:latest"),
-    "recognizer": ("services/recognizer/Dockerfile", "handwriting-recognizer:latest"),
+IMAGES = {  # compose service -> (Dockerfile, image, target: the model services' CPU images, without torch)
+    "envoy": ("deploy/envoy/Dockerfile", "handwriting-envoy:latest", None),
+    "orchestrator": ("services/orchestrator/Dockerfile", "handwriting-orchestrator:latest", None),
+    "detector": ("services/detector/Dockerfile", "handwriting-detector:cpu", "cpu"),
+    "recognizer": ("services/recognizer/Dockerfile", "handwriting-recognizer:cpu", "cpu"),
 }
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.cpu.yml", "deploy/compose.local.yml"]
 SAMPLE = REPO / "samples" / "page.png"
@@ -135,7 +135,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def build(extra_index: str) -> dict[str, float]:
     seconds = {}
-    for service, (dockerfile, image) in IMAGES.items():
+    for service, (dockerfile, image, target) in IMAGES.items():
         started = time.monotonic()
         arguments = [f"BASE={BASE_IMAGE}", f"CUDA_BASE={BASE_IMAGE}", "PIP_CERT=/etc/ssl/certs/ca-certificates.crt"]
         if extra_index:
@@ -151,6 +151,7 @@ def build(extra_index: str) -> dict[str, float]:
             dockerfile,
             "-t",
             image,
+            *(["--target", target] if target else []),
             *[part for argument in arguments for part in ("--build-arg", argument)],
             ".",
             env={**os.environ, "DOCKER_BUILDKIT": "0"},  # the classic builder: no frontend image to pull
@@ -224,7 +225,7 @@ def users() -> dict[str, set[str]]:
 def image_sizes() -> dict[str, str]:
     return {
         image: run("docker", "image", "inspect", "-f", "{{.Size}}", image, capture=True).stdout.strip()
-        for _, image in IMAGES.values()
+        for _, image, _ in IMAGES.values()
     }
 
 

@@ -61,11 +61,13 @@ def test_compose_runs_the_five_parts_with_gpus_for_the_models():
     assert "deploy" not in services["orchestrator"]
 
 
-def test_cpu_override_drops_the_gpu_reservations():
+def test_cpu_override_drops_the_gpu_reservations_and_builds_the_torch_free_images():
     services = compose_config("docker-compose.yml", "docker-compose.cpu.yml")["services"]
     for name in ("detector", "recognizer"):
         assert not services[name].get("deploy")
         assert services[name]["environment"]["HW_DEVICE"] == "cpu"
+        assert services[name]["build"]["target"] == "cpu" and services[name]["image"].endswith(":cpu")
+        assert "\nFROM ${BASE} AS cpu\n" in DOCKERFILES[name].read_text()
 
 
 def test_make_containers_runs_the_cpu_stack_on_loopback_with_a_key_and_no_collector():
@@ -82,7 +84,7 @@ def test_make_containers_runs_the_cpu_stack_on_loopback_with_a_key_and_no_collec
     assert services["envoy"]["environment"]["HW_API_KEYS"] == env["HW_API_KEYS"]
     assert all(services[name]["environment"]["HW_TRACING"] == "off" for name in ("orchestrator", "recognizer"))
     assert services["orchestrator"]["volumes"][0]["target"] == "/data/corrections"
-    assert {image for _, image in containers.IMAGES.values()} == {s["image"] for s in services.values()}
+    assert {image for _, image, _ in containers.IMAGES.values()} == {s["image"] for s in services.values()}
 
 
 @pytest.mark.parametrize("name", sorted(DOCKERFILES))
@@ -98,6 +100,10 @@ def test_dockerfiles_lint_clean_and_run_as_non_root_with_a_health_check(name):
     assert "HEALTHCHECK" in text
     # multi-stage: build tools stay in the build stage
     assert text.count("\nFROM ") >= 1 and " AS build" in text
+    for runtime in (
+        stage for stage in text.split("\nFROM ")[1:] if stage.split("\n")[0].endswith((" AS cpu", " AS gpu"))
+    ):
+        assert "pip install" not in runtime and "-venv" not in runtime
     runtime = text.split("\nFROM ")[-1]
     assert "pip install" not in runtime and "-venv" not in runtime
 

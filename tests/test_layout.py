@@ -188,11 +188,11 @@ def test_the_onnx_detector_finds_the_boxes_of_the_torch_one(sample_page, tmp_pat
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     on_onnx, on_torch = Detector(DEFAULT_DETECTOR_WEIGHTS), Detector(DEFAULT_DETECTOR_WEIGHTS, backend="torch")
     # the exported graph lives in its session: its folder is gone once loaded (a killed service leaves nothing)
-    assert list(tmp_path.iterdir()) == []
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith("detector-onnx-")]
     assert (on_onnx.backend, on_torch.backend) == ("onnx", "torch")
     assert torch.get_num_threads() == threads  # ultralytics' own choice (cores - 1) is undone
     # its ONNX Runtime session is one whose threads do not busy-wait between runs
-    options = on_onnx.model.predictor.model.backend.session.get_session_options()
+    options = on_onnx.session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     for image in (page, page.crop((0, 0, 300, 200))):  # a page, and a small image padded onto a canvas
         expected, got = on_torch.predict(image), on_onnx.predict(image)
@@ -200,6 +200,91 @@ def test_the_onnx_detector_finds_the_boxes_of_the_torch_one(sample_page, tmp_pat
         for a, b in zip(got, expected, strict=True):
             assert a.class_id == b.class_id and abs(a.score - b.score) < 1e-3
             assert max(abs(x - y) for x, y in zip(a.box, b.box, strict=True)) < 0.5
+
+
+def test_the_letterbox_and_nms_here_give_ultralytics_boxes_on_the_same_graph(sample_page, tmp_path):
+    """The ONNX backend letterboxes the pages and suppresses the boxes in numpy (no torch, no ultralytics):
+    ultralytics' predict on the same graph finds the same boxes, scores and classes, at the service's two score
+    floors and IoUs, on pages of several shapes and on a batch."""
+    import numpy as np
+    from PIL import Image
+
+    from services.common.settings import DEFAULT_DETECTOR_WEIGHTS
+    from services.detector.model import Detector, _ultralytics, export_graph
+
+    detector = Detector(DEFAULT_DETECTOR_WEIGHTS)
+    graph, _ = export_graph(DEFAULT_DETECTOR_WEIGHTS, 640)
+    (tmp_path / "detector.onnx").write_bytes(graph)
+    with _ultralytics():
+        from ultralytics import YOLO
+
+        model = YOLO(str(tmp_path / "detector.onnx"), task="detect")
+    page = Image.open(sample_page).convert("RGB")
+    images = [np.asarray(page), np.asarray(page.resize((1280, 700))), np.asarray(page.crop((0, 0, 700, 650)))]
+    images.append(detector._network_input(page.crop((0, 0, 300, 200))))  # a small image on its canvas
+    for conf, iou in ((0.25, 0.3), (0.1, 0.7)):
+        for batch in ([image] for image in images):
+            found = detector._boxes(batch, conf, iou, 3000)
+            expected = model.predict([a[:, :, ::-1] for a in batch], imgsz=640, conf=conf, iou=iou, max_det=3000)
+            for (boxes, scores, classes), result in zip(found, expected, strict=True):
+                assert len(boxes) > 10 and classes.tolist() == result.boxes.cls.int().tolist()
+                assert np.abs(boxes - result.boxes.xyxy.numpy()).max() < 1e-3
+                assert np.abs(scores - result.boxes.conf.numpy()).max() < 1e-5
+    pair = [images[0], images[0][:, ::-1].copy()]
+    found, expected = detector._boxes(pair, 0.25, 0.3, 1000), model.predict([a[:, :, ::-1] for a in pair], iou=0.3)
+    for (boxes, _, _), result in zip(found, expected, strict=True):
+        assert np.abs(boxes - result.boxes.xyxy.numpy()).max() < 1e-3
+
+
+TORCH_FREE_DETECTOR = """
+import json, sys
+sys.modules["torch"] = sys.modules["torchvision"] = sys.modules["ultralytics"] = None  # none can be imported
+from PIL import Image
+from services.detector.model import Detector
+
+detector = Detector(sys.argv[1])
+assert detector.model is None and detector.session is not None
+try:
+    Detector(sys.argv[3])  # the weights alone: no graph to serve, nothing to export it with
+except RuntimeError as error:
+    assert "services.detector.model --weights" in str(error)
+else:
+    raise AssertionError("weights without a graph loaded without torch")
+print(json.dumps([[d.class_id, list(d.box), d.score] for d in detector.predict(Image.open(sys.argv[2]))]))
+"""
+
+
+def test_a_serving_folder_finds_the_boxes_without_torch_or_ultralytics(sample_page, tmp_path):
+    """`python -m services.detector.model --weights W --out F` (what the CPU image runs at build): a process that
+    cannot import torch, torchvision or ultralytics finds the page's boxes from it, as the weights do here; a graph
+    of other weights is refused."""
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from services.common import onnx_sessions
+    from services.common.settings import DEFAULT_DETECTOR_WEIGHTS
+    from services.detector.model import Detector, write_serving_folder
+
+    folder = tmp_path / "detector"
+    write_serving_folder(DEFAULT_DETECTOR_WEIGHTS, folder)
+    weights = folder / DEFAULT_DETECTOR_WEIGHTS.name
+    run = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE_DETECTOR, str(weights), str(sample_page), str(DEFAULT_DETECTOR_WEIGHTS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    expected = Detector(DEFAULT_DETECTOR_WEIGHTS).predict(Image.open(sample_page))
+    assert got == [[d.class_id, list(d.box), d.score] for d in expected]
+    meta = folder / onnx_sessions.GRAPHS_FOLDER / "onnx.json"
+    meta.write_text(meta.read_text().replace(onnx_sessions.file_digest(weights), "0" * 64))
+    with pytest.raises(ValueError, match="other weights"):
+        Detector(weights)
 
 
 def test_a_page_finds_the_same_boxes_alone_and_in_a_batch(sample_page):

@@ -460,6 +460,12 @@ gray = Image.open(page).convert("L")
 crops = [cut_crop(gray, tuple(w["box"])) for w in truth["words"][:count]]
 recognizer = Recognizer(folder, lexicon=find_lexicon(folder))
 assert recognizer.model is None and recognizer.backend == "onnx"
+try:
+    Recognizer(sys.argv[4])  # the weights alone: no graphs to serve, no torch to export them with
+except RuntimeError as error:
+    assert "onnx_export" in str(error)
+else:
+    raise AssertionError("a folder without graphs loaded without torch")
 print(json.dumps([[r.text, r.confidence, list(r.char_positions)] for r in recognizer.predict(crops)]))
 """
 
@@ -471,6 +477,7 @@ def test_a_serving_folder_reads_as_the_weights_do_without_torch(sample_page, tmp
     import subprocess
     import sys
 
+    from services.common import onnx_sessions
     from services.common.settings import DEFAULT_RECOGNIZER_DIR
     from services.recognizer import onnx_bundle
     from services.recognizer.lexicon import find_lexicon
@@ -480,7 +487,15 @@ def test_a_serving_folder_reads_as_the_weights_do_without_torch(sample_page, tmp
     write_bundle(DEFAULT_RECOGNIZER_DIR, folder)
     count = 40
     run = subprocess.run(
-        [sys.executable, "-c", TORCH_FREE_READER, str(folder), str(sample_page), str(count)],
+        [
+            sys.executable,
+            "-c",
+            TORCH_FREE_READER,
+            str(folder),
+            str(sample_page),
+            str(count),
+            str(DEFAULT_RECOGNIZER_DIR),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -494,7 +509,7 @@ def test_a_serving_folder_reads_as_the_weights_do_without_torch(sample_page, tmp
     for (_, _, positions), r in zip(got, expected, strict=True):
         assert positions == pytest.approx(r.char_positions)
 
-    meta = folder / onnx_bundle.FOLDER / "onnx.json"
-    meta.write_text(meta.read_text().replace(onnx_bundle.weights_digest(folder), "0" * 64))
+    meta = folder / onnx_sessions.GRAPHS_FOLDER / "onnx.json"
+    meta.write_text(meta.read_text().replace(onnx_sessions.file_digest(folder / onnx_bundle.WEIGHTS), "0" * 64))
     with pytest.raises(ValueError, match="other weights"):
         Recognizer(folder)

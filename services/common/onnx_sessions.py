@@ -3,8 +3,11 @@ only when a session is made)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
+from pathlib import Path
 
 _threads = 0  # set_threads
 
@@ -54,3 +57,38 @@ def serves(backend: str, device: str) -> bool:
     """Whether a model runs on ONNX Runtime: the onnx backend on a CPU. On a GPU torch runs it there (an encoder
     on ONNX Runtime's CPU provider beside a GPU would leave the GPU idle for nine tenths of a page's work)."""
     return backend == "onnx" and device == "cpu"
+
+
+# A serving folder: a model's folder with its exported graphs in onnx/ (`write_graphs`), which a service reads
+# instead of exporting them from the weights at start: it then needs neither torch nor ultralytics (the CPU images).
+GRAPHS_FOLDER = "onnx"
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_graphs(weights: Path, graphs: dict[str, bytes], meta: dict) -> Path:
+    """Write `graphs` (name -> ONNX bytes) and `meta` (with the sha256 of `weights`, the file they came from) into
+    onnx/ beside `weights`."""
+    folder = weights.parent / GRAPHS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, graph in graphs.items():
+        (folder / f"{name}.onnx").write_bytes(graph)
+    meta = {**meta, "weights": weights.name, "weights_sha256": file_digest(weights)}
+    (folder / "onnx.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def read_graphs(weights: Path, names: tuple[str, ...]) -> tuple[dict[str, bytes], dict] | None:
+    """The graphs and meta `write_graphs` wrote beside `weights`, or None where there are none. Graphs of other
+    weights than those beside them are refused (a stale folder would serve another model than its card's)."""
+    folder = weights.parent / GRAPHS_FOLDER
+    if not (folder / "onnx.json").exists():
+        return None
+    meta = json.loads((folder / "onnx.json").read_text())
+    if weights.exists() and file_digest(weights) != meta.get("weights_sha256"):
+        raise ValueError(
+            f"{folder} holds graphs of other weights than {weights}: export them again or remove the folder"
+        )
+    return {name: (folder / f"{name}.onnx").read_bytes() for name in names}, meta

@@ -1,9 +1,12 @@
 """Word and line detection with an ultralytics YOLOv8 model loaded from a local weights file.
 
 No gRPC here: `Detector.predict(image)` takes a PIL image and returns boxes in its pixels. On a CPU the
-network runs on ONNX Runtime (`backend="onnx"`, the default: exported from the weights when the detector
-starts, through ultralytics, with dynamic input sizes; the same boxes, and faster than torch where the
-service calls it, from a worker thread: `benchmarks/backends.py`).
+network runs on ONNX Runtime (`backend="onnx"`, the default; faster than torch where the service calls it, from
+a worker thread: `benchmarks/backends.py`): its graph is exported from the weights through ultralytics when the
+detector starts (dynamic input sizes), or read from a serving folder (`python -m services.detector.model
+--weights W --out F`: the weights' folder with onnx/ beside them), and then neither torch nor ultralytics is
+imported: the page is letterboxed and the boxes suppressed here in numpy as ultralytics does it (tested: the same
+boxes as ultralytics on the same graph).
 
 A word box can grow into a weaker box of the detector's own (scored from `extend_score` up to `min_score`)
 that holds most of it and no other word: on real ink the detector, trained on synthetic pages, often finds
@@ -13,17 +16,18 @@ less ("wor" of "word").
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shutil
 import statistics
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
-import torch
-import torchvision
 from PIL import Image
 
 from services.common import geometry, onnx_sessions
@@ -34,6 +38,10 @@ logger = logging.getLogger("handwriting.detector")
 # `grow_into_weaker`); candidates are kept through NMS at EXTEND_IOU so that boxes over a found word survive.
 EXTEND_SCORE = 0.1
 EXTEND_IOU = 0.7
+# ultralytics' NMS: class-aware by offsetting each class's boxes by this many pixels, at most this many candidates
+CLASS_OFFSET = 7680
+MAX_CANDIDATES = 30000
+PADDING_GREY = 114  # what ultralytics' letterbox pads with
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "NUMEXPR_MAX_THREADS", "MKL_NUM_THREADS")
@@ -107,12 +115,6 @@ class Detector:
             raise FileNotFoundError(f"detector weights not found: {weights}")
         if backend not in ("onnx", "torch"):
             raise ValueError(f"backend must be onnx or torch, not {backend!r}")
-        configure_ultralytics_offline()
-        from ultralytics import YOLO
-
-        # ultralytics sets torch's threads to cores - 1 when it picks a CPU device (1 on two cores): the process's
-        # setting (all cores, or HW_TORCH_THREADS) is put back once the model is loaded and warmed up
-        threads = torch.get_num_threads()
         self.backend = "onnx" if onnx_sessions.serves(backend, device) else "torch"
         self.device = device
         self.image_size = image_size
@@ -120,32 +122,29 @@ class Detector:
         self.iou = iou
         self.max_detections = max_detections
         self.extend_score = extend_score
-        # the exported graph is read into its session as the model loads: its folder goes right after, so a
-        # service stopped by a signal (no atexit) leaves nothing behind
-        with tempfile.TemporaryDirectory(prefix="detector-onnx-") as folder:
-            model_file = export_onnx(weights, image_size, Path(folder)) if self.backend == "onnx" else weights
-            self.model = YOLO(str(model_file), task="detect")
-            # one warm-up pass so the first request does not pay for lazy initialisation
-            self.predict(Image.new("RGB", (image_size, image_size), (255, 255, 255)))
-            torch.set_num_threads(threads)
-            if self.backend == "onnx":
-                self._replace_session(model_file)
-        logger.info("detector loaded", extra={"weights": str(weights), "device": device, "backend": self.backend})
+        self.session = self.model = None
+        if self.backend == "onnx":
+            import onnxruntime
 
-    def _replace_session(self, model_file: Path) -> None:
-        """ultralytics makes its ONNX Runtime session with the defaults, whose threads busy-wait after each run
-        and take the cores from what runs next (in a stack on one machine, the recognizer): the same graph in a
-        session that does not spin, with the process's threads."""
-        import onnxruntime
+            found = onnx_sessions.read_graphs(weights, (GRAPH,))
+            graph, meta = (found[0][GRAPH], found[1]) if found else export_graph(weights, image_size)
+            self.stride = meta["stride"]
+            # a session that does not spin (its threads would take the cores from what runs next), all cores
+            self.session = onnxruntime.InferenceSession(
+                graph, onnx_sessions.session_options(), providers=onnx_sessions.PROVIDERS
+            )
+            self.predict(Image.new("RGB", (image_size, image_size), (255, 255, 255)))  # lazy initialisation
+        else:
+            with _ultralytics():
+                from ultralytics import YOLO
 
-        backend = getattr(getattr(getattr(self.model, "predictor", None), "model", None), "backend", None)
-        if getattr(backend, "session", None) is None:  # another ultralytics layout: its own session stays
-            logger.warning("detector: ultralytics' ONNX Runtime session not found; it stays as ultralytics made it")
-            return
-        backend.session = onnxruntime.InferenceSession(
-            str(model_file), onnx_sessions.session_options(), providers=onnx_sessions.PROVIDERS
+                self.model = YOLO(str(weights), task="detect")
+                # one warm-up pass so the first request does not pay for lazy initialisation
+                self.predict(Image.new("RGB", (image_size, image_size), (255, 255, 255)))
+        logger.info(
+            "detector loaded",
+            extra={"weights": str(weights), "device": device, "backend": self.backend, "graph": bool(self.session)},
         )
-        self.predict(Image.new("RGB", (self.image_size, self.image_size), (255, 255, 255)))
 
     def predict(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
         return self.predict_batch([(image, min_score)])[0]
@@ -162,20 +161,18 @@ class Detector:
         results: list[list[Detection]] = [[] for _ in pages]
         for (_, floor), members in groups.items():
             extend = 0 < self.extend_score < floor
-            found = self.model.predict(
+            found = self._boxes(
                 [inputs[i] for i in members],
-                imgsz=self.image_size,
                 conf=self.extend_score if extend else floor,
                 iou=max(self.iou, EXTEND_IOU) if extend else self.iou,
                 max_det=self.max_detections * (3 if extend else 1),
-                device=self.device,
-                verbose=False,
             )
-            for i, result in zip(members, found, strict=True):
-                results[i] = self._detections(result, pages[i][0].size, floor, extend)
+            for i, boxes in zip(members, found, strict=True):
+                results[i] = self._detections(*boxes, pages[i][0].size, floor, extend)
         return results
 
     def _network_input(self, image: Image.Image) -> np.ndarray:
+        """The page as an RGB array, at least image_size on its longer side."""
         rgb = image.convert("RGB")
         if max(rgb.size) < self.image_size:
             # never upscale: a small image (one line, one word) would get letters the size of words.
@@ -183,18 +180,43 @@ class Detector:
             canvas = Image.new("RGB", (self.image_size, self.image_size), (255, 255, 255))
             canvas.paste(rgb, (0, 0))
             rgb = canvas
-        return np.asarray(rgb)[:, :, ::-1]  # ultralytics takes numpy arrays as BGR
+        return np.asarray(rgb)
 
-    def _detections(self, result, size: tuple[int, int], floor: float, extend: bool) -> list[Detection]:
+    def _boxes(self, arrays: list[np.ndarray], conf: float, iou: float, max_det: int) -> list[tuple]:
+        """Each image's boxes (xyxy in its pixels, float32), scores and classes after NMS, as ultralytics' predict
+        gives them for images of one shape."""
+        if self.session is None:
+            found = self.model.predict(
+                [array[:, :, ::-1] for array in arrays],  # ultralytics takes numpy arrays as BGR
+                imgsz=self.image_size,
+                conf=conf,
+                iou=iou,
+                max_det=max_det,
+                device=self.device,
+                verbose=False,
+            )
+            return [
+                (r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(), r.boxes.cls.cpu().numpy().astype(np.int64))
+                for r in found
+            ]
+        batch = np.stack([letterbox(array, self.image_size, self.stride) for array in arrays])
+        pixels = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255)
+        (predictions,) = self.session.run(None, {self.session.get_inputs()[0].name: pixels})
+        return [
+            suppress(prediction, conf, iou, max_det, pixels.shape[2:], array.shape[:2])
+            for prediction, array in zip(predictions, arrays, strict=True)
+        ]
+
+    def _detections(
+        self, xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, size, floor: float, extend: bool
+    ) -> list[Detection]:
         width, height = size
-        xyxy = result.boxes.xyxy.cpu().clone()
-        xyxy[:, 2].clamp_(max=width)
-        xyxy[:, 3].clamp_(max=height)
-        classes = result.boxes.cls.cpu().long()
-        scores = result.boxes.conf.cpu()
-        sure = torch.nonzero(scores >= floor).flatten()
+        xyxy = xyxy.copy()
+        xyxy[:, 2] = np.minimum(xyxy[:, 2], width)
+        xyxy[:, 3] = np.minimum(xyxy[:, 3], height)
+        sure = np.flatnonzero(scores >= floor)
         if extend:  # the boxes the detector keeps at its own score and NMS (lower scores never suppress higher)
-            sure = sure[torchvision.ops.batched_nms(xyxy[sure], scores[sure], classes[sure], self.iou)]
+            sure = sure[batched_nms(xyxy[sure], scores[sure], classes[sure], self.iou)]
             sure = sure[: self.max_detections]
         detections = [
             Detection(int(classes[i]), tuple(float(v) for v in xyxy[i]), float(scores[i]))
@@ -209,6 +231,67 @@ class Detector:
             ]
             detections = grow_into_weaker(detections, weaker)
         return drop_flat_words(detections)
+
+
+def letterbox(image: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """ultralytics' letterbox for a batch of one shape: the image resized by the ratio that fits it in `size` x
+    `size` (OpenCV's bilinear), then padded grey to a multiple of `stride`, centred."""
+    height, width = image.shape[:2]
+    ratio = min(size / height, size / width)
+    new_width, new_height = max(round(width * ratio), 1), max(round(height * ratio), 1)
+    pad_x, pad_y = (size - new_width) % stride / 2, (size - new_height) % stride / 2
+    if (width, height) != (new_width, new_height):
+        image = cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_LINEAR)
+    top, bottom, left, right = round(pad_y - 0.1), round(pad_y + 0.1), round(pad_x - 0.1), round(pad_x + 0.1)
+    return cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PADDING_GREY,) * 3)
+
+
+def suppress(prediction: np.ndarray, conf: float, iou: float, max_det: int, network_shape, image_shape) -> tuple:
+    """ultralytics' NMS and box scaling for one image: `prediction` (4 + classes, anchors) of boxes (centre x, y,
+    width, height) and class scores on the letterboxed input of `network_shape` -> boxes (xyxy) in the image of
+    `image_shape` (height, width), scores, classes; best first."""
+    x = prediction.T
+    x = x[x[:, 4:].max(axis=1) > conf]
+    boxes = np.concatenate([x[:, :2] - x[:, 2:4] / 2, x[:, :2] + x[:, 2:4] / 2], axis=1)
+    scores, classes = x[:, 4:].max(axis=1), x[:, 4:].argmax(axis=1)
+    if len(scores) > MAX_CANDIDATES:
+        top = np.argsort(-scores, kind="stable")[:MAX_CANDIDATES]
+        boxes, scores, classes = boxes[top], scores[top], classes[top]
+    keep = nms(boxes + classes[:, None].astype(np.float32) * np.float32(CLASS_OFFSET), scores, iou)[:max_det]
+    boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+    # from the letterboxed input back to the image (ultralytics' scale_boxes)
+    (network_height, network_width), (height, width) = network_shape, image_shape
+    gain = min(network_height / height, network_width / width)
+    new_height, new_width = max(round(height * gain), 1), max(round(width * gain), 1)
+    pad_x, pad_y = round((network_width - new_width) / 2 - 0.1), round((network_height - new_height) / 2 - 0.1)
+    boxes[:, [0, 2]] = ((boxes[:, [0, 2]] - pad_x) / (new_width / width)).clip(0, width)
+    boxes[:, [1, 3]] = ((boxes[:, [1, 3]] - pad_y) / (new_height / height)).clip(0, height)
+    return boxes, scores, classes.astype(np.int64)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Indices of the boxes (xyxy) that greedy non-maximum suppression keeps, best score first: a box goes when
+    its IoU with a better kept box exceeds `iou` (torchvision's nms)."""
+    order = np.argsort(-scores, kind="stable")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        left, top = np.maximum(boxes[best, :2], boxes[rest, :2]).T
+        right, bottom = np.minimum(boxes[best, 2:], boxes[rest, 2:]).T
+        inter = np.clip(right - left, 0, None) * np.clip(bottom - top, 0, None)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            order = rest[~(inter / (areas[best] + areas[rest] - inter) > iou)]
+    return np.array(keep, dtype=np.int64)
+
+
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) -> np.ndarray:
+    """NMS within each class (torchvision's batched_nms: each class's boxes moved apart), best score first."""
+    if not len(boxes):
+        return np.zeros(0, dtype=np.int64)
+    offsets = classes.astype(boxes.dtype) * (boxes.max() + boxes.dtype.type(1))
+    return nms(boxes + offsets[:, None], scores, iou)
 
 
 def grow_into_weaker(
@@ -238,17 +321,49 @@ def grow_into_weaker(
     return [Detection(d.class_id, grown[i], d.score) if i in grown else d for i, d in enumerate(detections)]
 
 
-def export_onnx(weights: Path, image_size: int, folder: Path) -> Path:
-    """The network of `weights` as ONNX (dynamic batch and size, no simplifier), written in `folder`: the
-    weights' own folder may be read-only."""
-    from ultralytics import YOLO
+GRAPH = "detector"
 
-    copy = folder / weights.name
-    shutil.copy(weights, copy)
-    exported = YOLO(str(copy), task="detect").export(
-        format="onnx", imgsz=image_size, dynamic=True, simplify=False, verbose=False
-    )
-    return Path(exported)
+
+@contextmanager
+def _ultralytics():
+    """ultralytics, offline, leaving torch's threads as they were: it sets them to cores - 1 when it picks a CPU
+    device (1 on two cores); the process's setting (all cores, or HW_TORCH_THREADS) is put back afterwards."""
+    configure_ultralytics_offline()
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def export_graph(weights: Path, image_size: int) -> tuple[bytes, dict]:
+    """The network of `weights` as ONNX (dynamic batch and size, no simplifier) and what running it needs."""
+    try:
+        import ultralytics  # noqa: F401
+    except ImportError as error:  # an image without torch and ultralytics
+        raise RuntimeError(
+            f"{weights.parent} holds no exported graph (onnx/), and ultralytics is not installed here: export it "
+            f"where it is, with python -m services.detector.model --weights {weights} --out {weights.parent}"
+        ) from error
+    with _ultralytics(), tempfile.TemporaryDirectory(prefix="detector-onnx-") as folder:
+        from ultralytics import YOLO
+
+        copy = Path(folder) / weights.name  # the weights' own folder may be read-only
+        shutil.copy(weights, copy)
+        model = YOLO(str(copy), task="detect")
+        stride = int(max(model.model.stride))
+        exported = model.export(format="onnx", imgsz=image_size, dynamic=True, simplify=False, verbose=False)
+        return Path(exported).read_bytes(), {"stride": stride, "names": model.names, "image_size": image_size}
+
+
+def write_serving_folder(weights: Path, out: Path, image_size: int = 640) -> Path:
+    """Copy the weights' folder to `out` and write the graph into `out`/onnx (what the CPU image serves)."""
+    if out.resolve() != weights.parent.resolve():
+        shutil.copytree(weights.parent, out, dirs_exist_ok=True)
+    graph, meta = export_graph(weights, image_size)
+    return onnx_sessions.write_graphs(out / weights.name, {GRAPH: graph}, meta)
 
 
 def merge_nested(detections: list[Detection], containment: float = 0.8) -> list[Detection]:
@@ -280,3 +395,16 @@ def drop_flat_words(detections: list[Detection], min_height_ratio: float = 0.4) 
         return detections
     floor = min_height_ratio * statistics.median(heights)
     return [d for d in detections if d.class_id != WORD or d.box[3] - d.box[1] >= floor]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Write a serving folder: the detector's folder and its ONNX graph.")
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--out", required=True, help="the serving folder (may be the weights' folder)")
+    parser.add_argument("--image-size", type=int, default=640)
+    args = parser.parse_args()
+    print(write_serving_folder(Path(args.weights), Path(args.out), args.image_size))
+
+
+if __name__ == "__main__":
+    main()

@@ -120,8 +120,14 @@ class Recognizer:
         # torch runs what the graphs do not: everything without them, beam search with them
         self.torch = None
         if bundle is None or beam_size > 1 or n_best > 1:
-            from services.recognizer.checkpoint import TorchModel
-
+            try:
+                from services.recognizer.checkpoint import TorchModel
+            except ImportError as error:  # an image without torch
+                why = "beam search runs in torch" if bundle else f"{model_dir} holds no exported graphs (onnx/)"
+                raise RuntimeError(
+                    f"{why}, and torch is not installed here: export the graphs where it is, with python -m "
+                    f"services.recognizer.onnx_export --model-dir {model_dir} --out {model_dir}"
+                ) from error
             self.torch = TorchModel(model_dir, device, dtype)
         self.model = self.torch.model if self.torch is not None else None
         self.tokenizer = (

@@ -4,7 +4,7 @@
   (N, T, D), ctc (N, T, C), batch and width dynamic;
 - `cross.onnx` and `step.onnx`: the TrOCR decoder, run by `onnx_decoder` (its docstring says what each does);
 - `onnx.json`: what running them needs besides (the decoder's shape and special tokens, `decoder_meta`) and the
-  sha256 of the weights they came from.
+  sha256 of the weights they came from (services.common.onnx_sessions.write_graphs).
 
 A recognizer that starts from weights exports them in memory (a few seconds). `python -m
 services.recognizer.onnx_export --model-dir models/recognizer --out DIR` copies the model's folder to DIR and
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import shutil
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from services.common import onnx_sessions
 from services.recognizer import onnx_bundle, onnx_decoder, ppocr_encoder
 
 
@@ -221,14 +221,12 @@ def write_bundle(model_dir: str | Path, out: str | Path) -> Path:
         raise ValueError(f"{model_dir}: only PP-OCR encoders with TrOCR decoders are exported")
     if out.resolve() != model_dir.resolve():
         shutil.copytree(model_dir, out, dirs_exist_ok=True)
-    folder = out / onnx_bundle.FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
     exported = graphs(model)
-    for name in ("encoder", "cross", "step"):
-        (folder / f"{name}.onnx").write_bytes(getattr(exported, name))
-    meta = {"decoder": decoder_meta(model), "weights_sha256": onnx_bundle.weights_digest(model_dir)}
-    (folder / "onnx.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return folder
+    return onnx_sessions.write_graphs(
+        out / onnx_bundle.WEIGHTS,
+        {name: getattr(exported, name) for name in onnx_bundle.NAMES},
+        {"decoder": exported.decoder},
+    )
 
 
 def main() -> None:
