@@ -5,7 +5,9 @@ Envoy (gRPC and REST). Prints measured figures; asserts nothing.
     HW_BACKEND=torch .venv/bin/python benchmarks/latency.py   # both models in torch
     HW_DEVICE=cuda HW_DTYPE=float16 .venv/bin/python benchmarks/latency.py   # on a GPU (torch), half precision
 
-Starts its own stack (shipped models, free ports, Envoy in front) unless --address is given.
+Starts its own stack (shipped models, free ports, Envoy in front); with --envoy HOST:PORT (and --api-key
+where it asks for one) it measures a running one instead, through Envoy only (the compose stack: `python -m
+deploy.containers --keep`, then --envoy 127.0.0.1:18080 and the key it prints).
 The in-process row runs the same models with no network: detector, line grouping, crops, recognizer.
 """
 
@@ -97,58 +99,65 @@ def timed(call, repeats: int) -> list[float]:
     return seconds
 
 
+def through_envoy(address: str, image_bytes: bytes, repeats: int, api_key: str | None = None) -> list[str]:
+    """gRPC and REST/JSON rows through the Envoy at `address`."""
+    with OcrClient(address, api_key=api_key) as client:
+        rows = [
+            summary(
+                "gRPC through Envoy",
+                timed(lambda: client.process_page(image_bytes), repeats),
+                "same port as REST",
+            )
+        ]
+    body = json.dumps({"image": {"content": base64.b64encode(image_bytes).decode()}}).encode()
+    headers = {"content-type": "application/json", **({"x-api-key": api_key} if api_key else {})}
+
+    def rest() -> None:
+        request = urllib.request.Request(f"http://{address}/v1/pages:process", data=body, headers=headers)
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+
+    rows.append(summary("REST/JSON through Envoy", timed(rest, repeats), "base64 image, JSON page"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", type=Path, default=REPO_ROOT / "samples" / "page.png")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--envoy", help="HOST:PORT of a running stack's Envoy: measure it instead of a local one")
+    parser.add_argument("--api-key", help="the key that Envoy asks for (HW_API_KEYS)")
     args = parser.parse_args(argv)
     image_bytes = args.image.read_bytes()
 
     rows = []
-    seconds, stages = in_process(image_bytes, args.repeats)
-    rows.append(
-        summary(
-            "in-process (models only)",
-            seconds,
-            f"{stages['words']} words; detector {stages['detector'] * 1000:.0f} ms, "
-            f"recognizer {stages['recognizer'] * 1000:.0f} ms",
+    if args.envoy:
+        rows += through_envoy(args.envoy, image_bytes, args.repeats, args.api_key)
+    else:
+        seconds, stages = in_process(image_bytes, args.repeats)
+        rows.append(
+            summary(
+                "in-process (models only)",
+                seconds,
+                f"{stages['words']} words; detector {stages['detector'] * 1000:.0f} ms, "
+                f"recognizer {stages['recognizer'] * 1000:.0f} ms",
+            )
         )
-    )
-
-    config = StackConfig.on_free_ports(log_dir=REPO_ROOT / "runs" / "bench")
-    stack = LocalStack(config)
-    stack.start()
-    try:
-        with OcrClient(f"127.0.0.1:{config.orchestrator_port}") as client:
-            rows.append(
-                summary(
-                    "gRPC to the orchestrator",
-                    timed(lambda: client.process_page(image_bytes), args.repeats),
-                    "three processes",
+        config = StackConfig.on_free_ports(log_dir=REPO_ROOT / "runs" / "bench")
+        stack = LocalStack(config)
+        stack.start()
+        try:
+            with OcrClient(f"127.0.0.1:{config.orchestrator_port}") as client:
+                rows.append(
+                    summary(
+                        "gRPC to the orchestrator",
+                        timed(lambda: client.process_page(image_bytes), args.repeats),
+                        "three processes",
+                    )
                 )
-            )
-        with OcrClient(f"127.0.0.1:{config.envoy_port}") as client:
-            rows.append(
-                summary(
-                    "gRPC through Envoy",
-                    timed(lambda: client.process_page(image_bytes), args.repeats),
-                    "same port as REST",
-                )
-            )
-        body = json.dumps({"image": {"content": base64.b64encode(image_bytes).decode()}}).encode()
-
-        def rest() -> None:
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{config.envoy_port}/v1/pages:process",
-                data=body,
-                headers={"content-type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=60) as response:
-                response.read()
-
-        rows.append(summary("REST/JSON through Envoy", timed(rest, args.repeats), "base64 image, JSON page"))
-    finally:
-        stack.stop()
+            rows += through_envoy(f"127.0.0.1:{config.envoy_port}", image_bytes, args.repeats)
+        finally:
+            stack.stop()
     print(f"{args.image.name}, {args.repeats} repeats after one warm-up, this machine")
     print("| path | p50 ms | p95 ms | notes |\n|---|---:|---:|---|")
     print("\n".join(rows))

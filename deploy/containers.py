@@ -16,7 +16,7 @@
    with the key) and over REST (the upload route), each read at CER under 0.10; 401 without the key.
 6. Each service's processes run as a user other than root (`docker compose top`).
 7. The recognizer's process killed with SIGKILL (a crash): compose restarts it (`restart: unless-stopped`) and the page
-   reads again; the time it took is printed.
+   reads again; the time it took is printed, with the image sizes and each service's memory.
 8. `docker compose down` (unless --keep).
 """
 
@@ -222,6 +222,16 @@ def users() -> dict[str, set[str]]:
     return found
 
 
+def memory() -> dict[str, str]:
+    """Each service's memory in use (`docker stats`: the container's cgroup, page cache excluded)."""
+    found = {}
+    for service in IMAGES:
+        container = compose("ps", "-q", service, capture=True).stdout.strip()
+        stats = run("docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", container, capture=True)
+        found[service] = stats.stdout.strip().split(" / ")[0]
+    return found
+
+
 def image_sizes() -> dict[str, str]:
     return {
         image: run("docker", "image", "inspect", "-f", "{{.Size}}", image, capture=True).stdout.strip()
@@ -279,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             "build_seconds": {k: round(v) for k, v in build_seconds.items()},
             "up_to_healthy_seconds": round(healthy),
             "image_bytes": image_sizes(),
+            "memory_after_the_pages": memory(),
             "total_seconds": round(time.monotonic() - started),
             "stack_seconds": round(time.monotonic() - up),
         }
@@ -287,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         failures.append(f"{type(error).__name__}: {error}")
         compose("logs", "--tail", "30", check=False)
     finally:
-        if not args.keep:
+        if args.keep:
+            log(f"left running: Envoy on 127.0.0.1:{args.port}, API key {key} (docker compose ... down stops it)")
+        else:
             compose("down", "--timeout", "20", check=False)
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)

@@ -328,3 +328,15 @@ def test_loading_ultralytics_leaves_the_thread_settings_of_child_processes_alone
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["None", "3"]
+    # and loading the detector, which exports its graph through ultralytics (a stack started afterwards by the
+    # same process, as benchmarks/latency.py does, ran at 700 ms a page against 430 when an early import of
+    # ultralytics set the variable)
+    code = (
+        "import os; os.environ.pop('OMP_NUM_THREADS', None)\n"
+        "from services.common.settings import DEFAULT_DETECTOR_WEIGHTS\n"
+        "from services.detector.model import Detector\n"
+        "Detector(DEFAULT_DETECTOR_WEIGHTS)\n"
+        "print(os.environ.get('OMP_NUM_THREADS'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == "None"

@@ -17,6 +17,7 @@ less ("wor" of "word").
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import shutil
@@ -340,13 +341,12 @@ def _ultralytics():
 
 def export_graph(weights: Path, image_size: int) -> tuple[bytes, dict]:
     """The network of `weights` as ONNX (dynamic batch and size, no simplifier) and what running it needs."""
-    try:
-        import ultralytics  # noqa: F401
-    except ImportError as error:  # an image without torch and ultralytics
+    # (found, not imported: importing ultralytics before `configure_ultralytics_offline` changes the environment)
+    if importlib.util.find_spec("ultralytics") is None:  # an image without torch and ultralytics
         raise RuntimeError(
             f"{weights.parent} holds no exported graph (onnx/), and ultralytics is not installed here: export it "
             f"where it is, with python -m services.detector.model --weights {weights} --out {weights.parent}"
-        ) from error
+        )
     with _ultralytics(), tempfile.TemporaryDirectory(prefix="detector-onnx-") as folder:
         from ultralytics import YOLO
 
