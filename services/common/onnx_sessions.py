@@ -1,5 +1,6 @@
-"""Where the model services run a model on ONNX Runtime, and the settings of its sessions (onnxruntime is imported
-only when a session is made)."""
+"""Where the model services run a model on ONNX Runtime, the settings of its sessions, and serving folders (graphs
+exported beside the weights, read without torch). No torch here; onnxruntime is imported only when a session is
+made."""
 
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ class DetectorSettings(ServerSettings, ImageLimits):
     batch_max_pages: int = 8
     batch_wait_ms: float = 2.0
     device: str = "cpu"
-    torch_threads: int = 0
+    torch_threads: int = 0  # HW_TORCH_THREADS: the models' threads, torch's and ONNX Runtime's (0: every core)
     service_name: str = "detector"
 
 
@@ -144,7 +144,7 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     deslant_below: float = 0.6  # services.recognizer.model.DESLANT_BELOW
     max_crops_per_request: int = 512
     device: str = "cpu"
-    torch_threads: int = 0
+    torch_threads: int = 0  # HW_TORCH_THREADS: the models' threads, torch's and ONNX Runtime's (0: every core)
     service_name: str = "recognizer"
 
 
