@@ -4,12 +4,13 @@ API key); the peers (rapidocr, tesseract) on the same page in the same run, one 
 table, writes it with a plot; asserts nothing.
 
     .venv/bin/python benchmarks/load.py [--image samples/page.png] [--seconds 40] [--out runs/load]
+    .venv/bin/python benchmarks/load.py --envoy 127.0.0.1:18080 --api-key K   # a running stack, through Envoy
 
 Each level runs `--seconds` after a warm-up call; a request counts when its answer arrives. Pages/min is
 answered-OK pages over the level's wall time; latency percentiles are over the OK answers; refusals are
 counted by gRPC code (RESOURCE_EXHAUSTED is the admission limit, HW_MAX_PAGES_IN_FLIGHT); a refused client
 waits the RetryInfo delay before it sends again, as a well-behaved client does. The RSS of each service is
-read from /proc after the run.
+read from /proc after the run (with --envoy the stack is someone else's: `docker stats` for containers).
 """
 
 from __future__ import annotations
@@ -138,30 +139,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
     parser.add_argument("--peer-repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "load")
+    parser.add_argument("--envoy", help="HOST:PORT of a running stack's Envoy: load it instead of a local stack")
+    parser.add_argument("--api-key", help="the key that Envoy asks for (HW_API_KEYS)")
     args = parser.parse_args(argv)
     image = args.image.read_bytes()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    config = StackConfig.on_free_ports(
-        log_dir=args.out / "logs", api_keys={"load": KEY}, requests_per_minute=1_000_000, burst=1000
-    )
-    stack = LocalStack(config)
-    stack.start()
-    rows = []
-    try:
+    stack = None
+    if args.envoy:
+        routes = {"Envoy gRPC": (args.envoy, args.api_key or "")}
+    else:
+        config = StackConfig.on_free_ports(
+            log_dir=args.out / "logs", api_keys={"load": KEY}, requests_per_minute=1_000_000, burst=1000
+        )
+        stack = LocalStack(config)
+        stack.start()
         routes = {
             "gRPC": (f"127.0.0.1:{config.orchestrator_port}", ""),
             "Envoy gRPC": (f"127.0.0.1:{config.envoy_port}", KEY),
         }
+    rows, memory = [], {}
+    try:
         for route, (address, key) in routes.items():
             closed_loop(address, image, 1, 0.1, key)  # warm-up: one page
             for clients in args.levels:
                 row = {"route": route, **closed_loop(address, image, clients, args.seconds, key)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-        memory = {name: rss_mb(process.pid) for name, process in stack.processes.items()}
+        if stack is not None:
+            memory = {name: rss_mb(process.pid) for name, process in stack.processes.items()}
     finally:
-        stack.stop()
+        if stack is not None:
+            stack.stop()
     peer_rows = peers(args.image, args.peer_repeats)
 
     lines = [
@@ -183,8 +192,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {name} (in process, one page at a time) | 1 | {peer['pages_per_min']:.1f} | "
                 f"{peer['p50_ms'] / 1000:.2f} | | | |"
             )
-    lines.append("")
-    lines.append("RSS after the run: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in memory.items()))
+    if memory:
+        lines.append("")
+        lines.append("RSS after the run: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in memory.items()))
     table = "\n".join(lines)
     print(table)
     (args.out / "load.md").write_text(table + "\n")
