@@ -471,9 +471,9 @@ print(json.dumps([[r.text, r.confidence, list(r.char_positions)] for r in recogn
 
 
 def test_a_serving_folder_reads_as_the_weights_do_without_torch(sample_page, tmp_path):
-    """`onnx_export.write_bundle` (what the CPU images run at build): the model's folder with its graphs, read by a
-    process where torch cannot be imported, gives the page's words the weights give here; graphs of other
-    weights are refused."""
+    """`onnx_export.write_serving_folder` (what the CPU image runs at build): the model's folder with its graphs,
+    read by a process where torch cannot be imported, gives the page's words the weights give here; graphs of
+    other weights are refused."""
     import subprocess
     import sys
 
@@ -481,10 +481,10 @@ def test_a_serving_folder_reads_as_the_weights_do_without_torch(sample_page, tmp
     from services.common.settings import DEFAULT_RECOGNIZER_DIR
     from services.recognizer import onnx_bundle
     from services.recognizer.lexicon import find_lexicon
-    from services.recognizer.onnx_export import write_bundle
+    from services.recognizer.onnx_export import write_serving_folder
 
     folder = tmp_path / "recognizer"
-    write_bundle(DEFAULT_RECOGNIZER_DIR, folder)
+    write_serving_folder(DEFAULT_RECOGNIZER_DIR, folder)
     count = 40
     run = subprocess.run(
         [

@@ -137,12 +137,11 @@ class BatchingRunner:
         try:
             result = await asyncio.get_running_loop().run_in_executor(self.executor, self.function, job.items)
         except Exception as error:
-            result = error
+            if not job.future.done():
+                job.future.set_exception(error)
+            return
         if not job.future.done():
-            if isinstance(result, Exception):
-                job.future.set_exception(result)
-            else:
-                job.future.set_result(result)
+            job.future.set_result(result)
 
     def close(self) -> None:
         if self._worker is not None:

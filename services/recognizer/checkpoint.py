@@ -20,9 +20,10 @@ from transformers.modeling_outputs import BaseModelOutput
 
 # compact_trocr and ppocr_encoder register their encoders with AutoModel when imported
 from services.recognizer import compact_trocr, ppocr_encoder
+from services.recognizer.model import DTYPE_NAMES
 
 # the types the model may run in where torch runs it (HW_DTYPE): half precision is for GPUs
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 @dataclass

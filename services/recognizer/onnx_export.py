@@ -209,7 +209,7 @@ def graphs(model, encoder: bool = True, decoder: bool = True) -> onnx_bundle.Bun
     return onnx_bundle.Bundle(encoder_graph(model.encoder) if encoder else None, cross, step, decoder_meta(model))
 
 
-def write_bundle(model_dir: str | Path, out: str | Path) -> Path:
+def write_serving_folder(model_dir: str | Path, out: str | Path) -> Path:
     """Copy the model's folder to `out` and write its graphs into `out`/onnx (see the module's docstring)."""
     from services.recognizer.checkpoint import load_checkpoint
 
@@ -234,7 +234,7 @@ def main() -> None:
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--out", required=True, help="serving folder: the model files, onnx/ (may be --model-dir)")
     args = parser.parse_args()
-    print(write_bundle(args.model_dir, args.out))
+    print(write_serving_folder(args.model_dir, args.out))
 
 
 if __name__ == "__main__":
