@@ -446,6 +446,62 @@ def test_an_int8_encoder_from_quantize_encoder_serves_through_encoder_onnx(sampl
         Recognizer(DEFAULT_RECOGNIZER_DIR, backend="torch", encoder_onnx=graph)
 
 
+def test_openvino_runs_the_encoder_graph_as_onnx_runtime_and_in_bfloat16_nearly_so(sample_page):
+    """`OpenVinoEncoder` (HW_DTYPE=bfloat16 on a CPU) runs the exported graph: in float32 it gives ONNX Runtime's
+    outputs, on a padded batch called from two threads at once (one infer request each); in bfloat16 (where the
+    CPU has it) the CTC head's best character at each of a crop's own columns is nearly always the same."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+    from services.recognizer import ppocr_pixels
+    from services.recognizer.onnx_encoder import OnnxEncoder, OpenVinoEncoder
+    from services.recognizer.onnx_export import encoder_graph
+
+    graph = encoder_graph(load_checkpoint(DEFAULT_RECOGNIZER_DIR).model.encoder)
+    crops = _page_crops(sample_page, 24)
+    batches = [ppocr_pixels.prepare_pixels(crops[i : i + 8], 48, 1600) for i in (0, 8, 16)]
+    assert all((batch == ppocr_pixels.PADDING).any() for batch in batches)  # padded: the masks are exercised
+    expected = [OnnxEncoder(graph)(batch) for batch in batches]
+    full = OpenVinoEncoder(graph, streams=2, precision="f32")
+    assert full.precision == "f32"
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(full, batches))
+    for (hidden, ctc), (ov_hidden, ov_ctc) in zip(expected, got, strict=True):
+        assert np.abs(hidden - ov_hidden).max() < 2e-3 and np.abs(ctc - ov_ctc).max() < 2e-3
+    half = OpenVinoEncoder(graph)
+    assert half.precision in ("bf16", "f32")  # f32 where the CPU has no bfloat16
+    same = total = 0
+    for batch, (_, ctc) in zip(batches, expected, strict=True):
+        own = ppocr_pixels.owned_columns(batch, ctc.shape[1])
+        best = half(batch)[1].argmax(-1)
+        for row, columns in enumerate(own):
+            same += int((best[row, :columns] == ctc[row, :columns].argmax(-1)).sum())
+            total += columns
+    assert same >= 0.97 * total
+
+
+def test_bfloat16_on_a_cpu_reads_the_page_nearly_as_float32(sample_page, tiny_recognizer_dir):
+    """HW_DTYPE=bfloat16 with the onnx backend on a CPU: the encoder on OpenVINO, the decoder on ONNX Runtime."""
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+    from services.recognizer.lexicon import find_lexicon
+    from services.recognizer.onnx_decoder import OnnxDecoder
+    from services.recognizer.onnx_encoder import OpenVinoEncoder
+
+    crops = _page_crops(sample_page, 40)
+    lexicon = find_lexicon(DEFAULT_RECOGNIZER_DIR)
+    half = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=lexicon, dtype="bfloat16")
+    assert isinstance(half.onnx_encoder, OpenVinoEncoder) and isinstance(half.onnx_decoder, OnnxDecoder)
+    expected = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=lexicon).predict(crops)
+    got = half.predict(crops)
+    assert sum(a.text == b.text for a, b in zip(expected, got, strict=True)) >= 0.95 * len(crops)
+    # confidences move a little (the sample page: median 0.004, a short word's up to 0.16)
+    assert np.median([abs(a.confidence - b.confidence) for a, b in zip(expected, got, strict=True)]) < 0.02
+    with pytest.raises(ValueError, match="without an encoder graph"):
+        Recognizer(DEFAULT_RECOGNIZER_DIR, dtype="bfloat16", encoder_onnx="encoder-int8.onnx")
+    with pytest.raises(ValueError, match="PP-OCR encoder"):  # other encoders run in torch: its backend does it
+        Recognizer(tiny_recognizer_dir, dtype="bfloat16")
+
+
 TORCH_FREE_READER = """
 import json, sys
 sys.modules["torch"] = None  # as where torch is not installed (the CPU images): `import torch` fails
@@ -466,6 +522,7 @@ except RuntimeError as error:
     assert "onnx_export" in str(error)
 else:
     raise AssertionError("a folder without graphs loaded without torch")
+print(json.dumps([r.text for r in Recognizer(folder, dtype="bfloat16").predict(crops)]))  # OpenVINO, no torch
 print(json.dumps([[r.text, r.confidence, list(r.char_positions)] for r in recognizer.predict(crops)]))
 """
 
@@ -501,9 +558,12 @@ def test_a_serving_folder_reads_as_the_weights_do_without_torch(sample_page, tmp
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    got = json.loads(run.stdout.strip().splitlines()[-1])
+    *_, in_bfloat16, line = run.stdout.strip().splitlines()
+    got = json.loads(line)
     recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=find_lexicon(DEFAULT_RECOGNIZER_DIR))
     expected = recognizer.predict(_page_crops(sample_page, count))
+    bare = Recognizer(DEFAULT_RECOGNIZER_DIR).predict(_page_crops(sample_page, count))
+    assert sum(a == b.text for a, b in zip(json.loads(in_bfloat16), bare, strict=True)) >= 0.95 * count
     assert [text for text, _, _ in got] == [r.text for r in expected]
     assert max(abs(confidence - r.confidence) for (_, confidence, _), r in zip(got, expected, strict=True)) < 1e-4
     for (_, _, positions), r in zip(got, expected, strict=True):

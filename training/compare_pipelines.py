@@ -23,7 +23,7 @@ from services.common.settings import DEFAULT_DETECTOR_WEIGHTS, DEFAULT_RECOGNIZE
 from services.detector.model import EXTEND_SCORE, Detector
 from services.orchestrator.ink import GAP_RATIO
 from services.recognizer.lexicon import find_lexicon
-from services.recognizer.model import DESLANT_BELOW, Recognizer
+from services.recognizer.model import DESLANT_BELOW, DTYPE_NAMES, Recognizer
 from training.evaluate_models import evaluate_real
 from training.inprocess import default_options, read_page
 from training.metrics import error_rates
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         "--extend-score", type=float, default=EXTEND_SCORE, help="weaker boxes that may grow a word box (0: none)"
     )
     parser.add_argument("--pages", type=Path, required=True, help="pages with ground truth (*.png + *.json)")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="the recognizer's (HW_DTYPE)")
     parser.add_argument("--real-dev", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "real-dev")
     parser.add_argument(
         "settings",
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
             lexicon=find_lexicon(args.model, "auto" if float(lexicon) > 0 else "off", float(lexicon)),
             n_best=int(n_best),
             deslant_below=deslant_below,
+            dtype=args.dtype,
         )
         references, readings, started = [], [], time.perf_counter()
         for image, truth in pages:

@@ -90,7 +90,8 @@ class Recognizer:
         exported from the weights at start (an int8 one from `training.quantize_encoder`).
         `workers`: batches read at once on a CPU, each on one thread (0: one per core).
         `dtype`: the weights' and activations' type where torch runs the model (float16 or bfloat16 on a GPU);
-        scores are computed in float32 whatever it is.
+        with the onnx backend on a CPU, bfloat16 runs the PP-OCR encoder on OpenVINO in bfloat16 (where the CPU
+        has it; the decoder stays float32). Scores are computed in float32 whatever it is.
 
         With the onnx backend on a CPU, the graphs come from the model's folder when it holds them (onnx/, see
         services.recognizer.onnx_bundle: torch is then not imported at all) or are exported from its weights."""
@@ -101,8 +102,11 @@ class Recognizer:
         if dtype not in DTYPE_NAMES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, not {dtype!r}")
         onnx = onnx_sessions.serves(backend, device)
-        if onnx and dtype != "float32":
-            raise ValueError(f"dtype {dtype} is for torch: on a CPU it needs the torch backend")
+        # on a CPU the onnx backend runs its graphs in float32, but for bfloat16: the encoder on OpenVINO in it
+        if onnx and dtype == "float16":
+            raise ValueError("dtype float16 is for GPUs (torch backend); on a CPU, bfloat16 runs the encoder in it")
+        if onnx and dtype == "bfloat16" and encoder_onnx:
+            raise ValueError("bfloat16 runs the float32 encoder in bfloat16: without an encoder graph")
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").exists():
             raise FileNotFoundError(f"no TrOCR checkpoint in {model_dir} (config.json missing)")
@@ -128,7 +132,7 @@ class Recognizer:
                     f"{why}, and torch is not installed here: export the graphs where it is, with python -m "
                     f"services.recognizer.onnx_export --model-dir {model_dir} --out {model_dir}"
                 ) from error
-            self.torch = TorchModel(model_dir, device, dtype)
+            self.torch = TorchModel(model_dir, device, "float32" if onnx else dtype)
         self.model = self.torch.model if self.torch is not None else None
         self.tokenizer = (
             self.torch.tokenizer if self.torch else AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
@@ -161,12 +165,17 @@ class Recognizer:
         # PP-OCR's encoder on ONNX Runtime (faster from the services' worker thread), on a CPU
         self.onnx_encoder = None
         if onnx and self.ppocr:
-            from services.recognizer.onnx_encoder import OnnxEncoder
+            from services.recognizer.onnx_encoder import OnnxEncoder, OpenVinoEncoder
 
             graph = Path(encoder_onnx).read_bytes() if encoder_onnx else graphs.encoder
-            self.onnx_encoder = OnnxEncoder(graph, threads=session_threads)
-        elif encoder_onnx:
-            raise ValueError("an encoder graph needs the onnx backend on a CPU and a PP-OCR encoder")
+            if dtype == "bfloat16":
+                self.onnx_encoder = OpenVinoEncoder(graph, streams=self.workers)
+            else:
+                self.onnx_encoder = OnnxEncoder(graph, threads=session_threads)
+        elif encoder_onnx or (onnx and dtype != "float32"):
+            raise ValueError(
+                "an encoder graph or bfloat16 on a CPU needs the onnx backend and a PP-OCR encoder (else: torch)"
+            )
         # its TrOCR decoder too (greedy reading and scoring; beam search stays in torch)
         self.onnx_decoder = None
         if graphs.cross is not None:
