@@ -4,6 +4,7 @@ Envoy (gRPC and REST). Prints measured figures; asserts nothing.
     .venv/bin/python benchmarks/latency.py [--image samples/page.png] [--repeats 10]
     HW_BACKEND=torch .venv/bin/python benchmarks/latency.py   # both models in torch
     HW_DEVICE=cuda HW_DTYPE=float16 .venv/bin/python benchmarks/latency.py   # on a GPU (torch), half precision
+    HW_DTYPE=bfloat16 .venv/bin/python benchmarks/latency.py   # on a CPU: the encoder on OpenVINO in bfloat16
 
 Starts its own stack (shipped models, free ports, Envoy in front); with --envoy HOST:PORT (and --api-key
 where it asks for one) it measures a running one instead, through Envoy only (the compose stack: `python -m
