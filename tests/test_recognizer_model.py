@@ -423,6 +423,37 @@ def test_the_onnx_decoder_searches_and_scores_as_generate_does(fixture, request)
         assert torch.allclose(torch.from_numpy(forced), logits, atol=1e-4)
 
 
+def test_greedy_search_checked_against_drafts_finds_what_greedy_search_finds(sample_page, monkeypatch):
+    """Drafts (the service passes the CTC head's readings) that greedy search would emit, or emit the start of and
+    end, are taken after one teacher-forced check; the other rows (a wrong draft, an empty one, one longer than the
+    search may go) are searched step by step: the same tokens and log-probabilities as without drafts."""
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+
+    recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR, workers=1)
+    decoder = recognizer.onnx_decoder
+    hidden, _ = recognizer.onnx_encoder(recognizer.preprocess(_page_crops(sample_page, 12)))
+    cross = decoder.cross(hidden)
+    expected, expected_log_probs = decoder.greedy(cross, 20)
+    emitted = recognizer._emitted(expected[:, 1:])
+    own = [
+        [int(t) for t, e in zip(row[1:], keep, strict=True) if e and t != decoder.eos]
+        for row, keep in zip(expected, emitted, strict=True)
+    ]
+    assert all(own)
+    drafts = [list(tokens) for tokens in own]
+    drafts[1] = [own[1][0] + 1, *own[1][1:]]  # a wrong first character
+    drafts[2] = []  # nothing read
+    drafts[3] = [*own[3], *[own[3][0]] * 20]  # longer than the search may go
+    drafts[4] = [*own[4], own[4][0]]  # one letter too many: greedy search ends before it (taken, not searched)
+    searched = []
+    search = decoder._greedy
+    monkeypatch.setattr(decoder, "_greedy", lambda rows, steps: searched.append(len(rows)) or search(rows, steps))
+    sequences, log_probs = decoder.greedy(cross, 20, drafts)
+    assert searched == [3]
+    assert sequences.shape == expected.shape and (sequences[:, 1:][emitted] == expected[:, 1:][emitted]).all()
+    assert np.abs(log_probs[emitted] - expected_log_probs[emitted]).max() < 1e-4
+
+
 def test_an_int8_encoder_from_quantize_encoder_serves_through_encoder_onnx(sample_page, tmp_path):
     """training.quantize_encoder's default graph (1x1 convolutions in int8, ranges calibrated on crops) loaded the
     way the service's HW_ENCODER_ONNX loads it: it reads the page's words nearly as the float encoder does."""

@@ -41,7 +41,7 @@ from services.common import onnx_sessions
 from services.recognizer import onnx_bundle, onnx_decoder, ppocr_pixels, slant
 from services.recognizer.characters import CHARACTERS, CTC_INDEX
 from services.recognizer.lexicon import Lexicon
-from services.recognizer.onnx_decoder import Cross
+from services.recognizer.onnx_decoder import Cross, log_softmax
 
 logger = logging.getLogger("handwriting.recognizer")
 # With a CTC head, the decoder generates at most this many tokens beyond the longest CTC reading of the batch.
@@ -257,8 +257,9 @@ class Recognizer:
         max_new_tokens = self.max_new_tokens
         if ctc is not None:  # the CTC head says how long the readings are: the decoder need not go much further
             max_new_tokens = min(max_new_tokens, max(len(text) for text in ctc.best_paths) + CTC_LENGTH_SLACK)
-        if greedy_onnx:  # the same search as generate's
-            sequences, token_log_probs = self.onnx_decoder.greedy(encoded.cross, max_new_tokens)
+        if greedy_onnx:  # the same search as generate's, checked first against the CTC head's readings
+            drafts = self.tokenizer(ctc.best_paths, add_special_tokens=False).input_ids if ctc is not None else None
+            sequences, token_log_probs = self.onnx_decoder.greedy(encoded.cross, max_new_tokens, drafts)
             beam_scores = None
         else:  # (one encoder batch: `pixels` and `encoder_states` are the whole call's)
             sequences, token_log_probs, beam_scores = self.torch.generate(
@@ -332,7 +333,7 @@ class Recognizer:
 
     def _ctc(self, pixels, logits: np.ndarray) -> CtcScores:
         # (N, T, C): the CTC scores, alignments and best paths are small, sequential numpy work
-        log_probs = _log_softmax(logits.astype(np.float32))
+        log_probs = log_softmax(logits.astype(np.float32))
         columns = log_probs.shape[1]
         lengths = ppocr_pixels.owned_columns(pixels, columns) if self.ppocr else [columns] * len(log_probs)
         return CtcScores([log_probs[i, : lengths[i]] for i in range(len(lengths))])
@@ -407,7 +408,7 @@ class Recognizer:
             logits = self.onnx_decoder.logits(encoded.cross, inputs)
         else:
             logits = self.torch.logits(encoded.states, inputs, (labels != -100).astype(np.int64))
-        log_probs = _log_softmax(logits.astype(np.float32))
+        log_probs = log_softmax(logits.astype(np.float32))
         token_log_probs = np.take_along_axis(log_probs, np.maximum(labels, 0)[..., None], axis=-1)[..., 0]
         token_log_probs = np.where(labels == -100, 0.0, token_log_probs)
         return token_log_probs.sum(axis=1).tolist(), [len(t) for t in targets]
@@ -460,11 +461,6 @@ class CtcScores:
                 (text, (1 - weight) * log_prob + weight * next(ctc), confidence)
                 for text, log_prob, confidence in groups[crop][first:]
             ]
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def _ctc_greedy(ids: list[int]) -> str:

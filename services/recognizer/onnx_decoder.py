@@ -105,9 +105,51 @@ class OnnxDecoder:
     def empty_past(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((batch, self.heads, 0, self.head_dim), np.float32) for _ in self.past_names]
 
-    def greedy(self, cross: Cross, max_new_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    def greedy(
+        self, cross: Cross, max_new_tokens: int, drafts: list[list[int]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Greedy search as `generate` does it: sequences (B, 1 + steps) starting with the start token, rows that
-        ended padded; and each generated token's log-probability (B, steps)."""
+        ended padded; and each generated token's log-probability (B, steps).
+
+        `drafts`: a guess of each row's tokens (the CTC head's reading), end token not included. One teacher-forced
+        run checks them all: where greedy search would emit a row's draft token by token and then end (or end
+        earlier), that is its result (speculative decoding's check, exact); only the other rows are searched step
+        by step. (A second check of the drafts with their first wrong token corrected did not pay: measured.)"""
+        if drafts is None:
+            return self._greedy(cross, max_new_tokens)
+        batch, cap = len(cross), min(max_new_tokens, self.max_positions - 1)
+        targets = [[*draft, self.eos] for draft in drafts]
+        checked = [row for row in range(batch) if len(targets[row]) <= cap]
+        accepted: dict[int, np.ndarray] = {}  # row -> its tokens' log-probabilities
+        if checked:
+            inputs = np.full((len(checked), max(len(targets[row]) for row in checked)), self.pad, np.int64)
+            inputs[:, 0] = self.start
+            for i, row in enumerate(checked):
+                inputs[i, 1 : len(targets[row])] = targets[row][:-1]
+            log_probs = log_softmax(self.logits(cross.rows(checked), inputs).astype(np.float64))
+            for i, row in enumerate(checked):
+                best = log_probs[i, : len(targets[row])].argmax(-1)
+                wrong = np.flatnonzero(best != targets[row])
+                end = int(wrong[0]) if len(wrong) else len(best) - 1
+                if best[end] == self.eos:  # greedy search ends here (or earlier than the draft): its tokens are known
+                    targets[row] = [*targets[row][:end], self.eos]
+                    accepted[row] = log_probs[i, np.arange(end + 1), targets[row]]
+        searched = [row for row in range(batch) if row not in accepted]
+        found = self._greedy(cross.rows(searched), max_new_tokens) if searched else None
+        steps = max([len(t) for t in accepted.values()] + ([found[1].shape[1]] if found else []))
+        # (a searched row that did not end has `steps` tokens: the widest, so no row that did not end is padded)
+        sequences = np.full((batch, 1 + steps), self.pad, np.int64)
+        sequences[:, 0] = self.start
+        token_log_probs = np.zeros((batch, steps))
+        for row, row_log_probs in accepted.items():
+            sequences[row, 1 : 1 + len(row_log_probs)] = targets[row]
+            token_log_probs[row, : len(row_log_probs)] = row_log_probs
+        if found is not None:
+            sequences[searched, : found[0].shape[1]] = found[0]
+            token_log_probs[searched, : found[1].shape[1]] = found[1]
+        return sequences, token_log_probs
+
+    def _greedy(self, cross: Cross, max_new_tokens: int) -> tuple[np.ndarray, np.ndarray]:
         batch = len(cross)
         tokens = np.full((batch, 1), self.start, np.int64)
         sequences, log_probs = [tokens[:, 0]], []
@@ -118,9 +160,7 @@ class OnnxDecoder:
             logits = logits[:, -1, :].astype(np.float64)
             chosen = logits.argmax(-1)
             chosen = np.where(finished, self.pad, chosen)
-            shifted = logits - logits.max(-1, keepdims=True)
-            log_softmax = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-            log_probs.append(log_softmax[np.arange(batch), chosen])
+            log_probs.append(log_softmax(logits)[np.arange(batch), chosen])
             sequences.append(chosen)
             finished |= chosen == self.eos
             tokens = chosen[:, None]
@@ -132,3 +172,8 @@ class OnnxDecoder:
         """Teacher forcing: logits (B, L, vocab) of every position of `input_ids` at once."""
         logits, _ = self.step(input_ids, self.empty_past(input_ids.shape[0]), cross)
         return logits
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
