@@ -511,6 +511,16 @@ def test_openvino_runs_the_encoder_graph_as_onnx_runtime_and_in_bfloat16_nearly_
     assert same >= 0.97 * total
 
 
+def test_bfloat16_without_openvino_says_what_to_install(monkeypatch):
+    import sys
+
+    from services.recognizer.onnx_encoder import OpenVinoEncoder
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as where it is not installed
+    with pytest.raises(RuntimeError, match="pip install openvino"):
+        OpenVinoEncoder(b"")
+
+
 def test_bfloat16_on_a_cpu_reads_the_page_nearly_as_float32(sample_page, tiny_recognizer_dir):
     """HW_DTYPE=bfloat16 with the onnx backend on a CPU: the encoder on OpenVINO, the decoder on ONNX Runtime."""
     from services.common.settings import DEFAULT_RECOGNIZER_DIR

@@ -42,7 +42,10 @@ class OpenVinoEncoder:
     `streams` calls may run at once (the recognizer's workers, each from its own thread), sharing `threads`."""
 
     def __init__(self, graph: bytes, threads: int = 0, streams: int = 1, precision: str = "bf16"):
-        import openvino
+        try:
+            import openvino
+        except ImportError as error:  # installed with the project's `models` and `recognizer-cpu` extras
+            raise RuntimeError("bfloat16 on a CPU runs the encoder on OpenVINO: pip install openvino") from error
 
         core = openvino.Core()
         config = {
