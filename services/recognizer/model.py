@@ -172,10 +172,10 @@ class Recognizer:
                 self.onnx_encoder = OpenVinoEncoder(graph, streams=self.workers)
             else:
                 self.onnx_encoder = OnnxEncoder(graph, threads=session_threads)
-        elif encoder_onnx or (onnx and dtype != "float32"):
-            raise ValueError(
-                "an encoder graph or bfloat16 on a CPU needs the onnx backend and a PP-OCR encoder (else: torch)"
-            )
+        elif encoder_onnx:
+            raise ValueError("an encoder graph needs the onnx backend on a CPU and a PP-OCR encoder")
+        elif onnx and dtype != "float32":
+            raise ValueError("bfloat16 with the onnx backend needs a PP-OCR encoder (others: the torch backend)")
         # its TrOCR decoder too (greedy reading and scoring; beam search stays in torch)
         self.onnx_decoder = None
         if graphs.cross is not None:
