@@ -414,7 +414,7 @@ def test_the_onnx_decoder_searches_and_scores_as_generate_does(fixture, request)
         states = model.encoder(pixel_values=pixels).last_hidden_state
         output = model.generate(pixels, max_new_tokens=6, output_scores=True, return_dict_in_generate=True)
         expected = model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
-        sequences, log_probs = decoder.greedy(decoder.cross(states.numpy()), 6)
+        sequences, log_probs, _ = decoder.greedy(decoder.cross(states.numpy()), 6)
         assert sequences.tolist() == output.sequences.tolist()
         emitted = recognizer._emitted(output.sequences[:, 1:])
         assert torch.allclose(torch.from_numpy(log_probs).float()[emitted], expected[emitted], atol=1e-4)
@@ -433,7 +433,7 @@ def test_greedy_search_checked_against_drafts_finds_what_greedy_search_finds(sam
     decoder = recognizer.onnx_decoder
     hidden, _ = recognizer.onnx_encoder(recognizer.preprocess(_page_crops(sample_page, 12)))
     cross = decoder.cross(hidden)
-    expected, expected_log_probs = decoder.greedy(cross, 20)
+    expected, expected_log_probs, unchecked = decoder.greedy(cross, 20)
     emitted = recognizer._emitted(expected[:, 1:])
     own = [
         [int(t) for t, e in zip(row[1:], keep, strict=True) if e and t != decoder.eos]
@@ -448,10 +448,14 @@ def test_greedy_search_checked_against_drafts_finds_what_greedy_search_finds(sam
     searched = []
     search = decoder._greedy
     monkeypatch.setattr(decoder, "_greedy", lambda rows, steps: searched.append(len(rows)) or search(rows, steps))
-    sequences, log_probs = decoder.greedy(cross, 20, drafts)
+    sequences, log_probs, draft_log_probs = decoder.greedy(cross, 20, drafts)
     assert searched == [3]
     assert sequences.shape == expected.shape and (sequences[:, 1:][emitted] == expected[:, 1:][emitted]).all()
     assert np.abs(log_probs[emitted] - expected_log_probs[emitted]).max() < 1e-4
+    # the check scores every draft it checked (the recognizer's CTC candidates are not scored again)
+    assert unchecked == [None] * 12 and draft_log_probs[3] is None
+    assert draft_log_probs[0] == pytest.approx(expected_log_probs[0][emitted[0]].sum(), abs=1e-4)
+    assert draft_log_probs[1] < draft_log_probs[0] - 1  # a wrong first letter is unlikely
 
 
 def test_an_int8_encoder_from_quantize_encoder_serves_through_encoder_onnx(sample_page, tmp_path):

@@ -257,9 +257,15 @@ class Recognizer:
         max_new_tokens = self.max_new_tokens
         if ctc is not None:  # the CTC head says how long the readings are: the decoder need not go much further
             max_new_tokens = min(max_new_tokens, max(len(text) for text in ctc.best_paths) + CTC_LENGTH_SLACK)
+        scored: dict[tuple[int, str], tuple[float, int]] = {}  # CTC readings the decoder's check scored
         if greedy_onnx:  # the same search as generate's, checked first against the CTC head's readings
             drafts = self.tokenizer(ctc.best_paths, add_special_tokens=False).input_ids if ctc is not None else None
-            sequences, token_log_probs = self.onnx_decoder.greedy(encoded.cross, max_new_tokens, drafts)
+            sequences, token_log_probs, draft_log_probs = self.onnx_decoder.greedy(
+                encoded.cross, max_new_tokens, drafts
+            )
+            for crop, log_prob in enumerate(draft_log_probs):
+                if log_prob is not None:  # (tokens and the end token)
+                    scored[(crop, ctc.best_paths[crop])] = (log_prob, len(drafts[crop]) + 1)
             beam_scores = None
         else:  # (one encoder batch: `pixels` and `encoder_states` are the whole call's)
             sequences, token_log_probs, beam_scores = self.torch.generate(
@@ -285,7 +291,7 @@ class Recognizer:
             for start in range(0, len(texts), n_best)
         ]
         if ctc is not None:  # the CTC head's best path joins the candidates
-            self._add(encoded, groups, [(crop, text) for crop, text in enumerate(ctc.best_paths) if text])
+            self._add(encoded, groups, [(crop, text) for crop, text in enumerate(ctc.best_paths) if text], scored)
         substitutions: dict[tuple[int, str], tuple[str, int, str]] = {}
         if self.lexicon is not None:
             substitutions = self._add_near_words(encoded, groups)
@@ -310,17 +316,27 @@ class Recognizer:
             return self.lexicon.choose(candidates)
         return max(range(len(candidates)), key=lambda i: candidates[i][1])
 
-    def _add(self, encoded: Encoded, groups: list, wanted: list[tuple[int, str]]) -> list[int]:
-        """Add (crop, text) candidates not already there, scored by the decoder; returns the crops that got one."""
+    def _add(
+        self,
+        encoded: Encoded,
+        groups: list,
+        wanted: list[tuple[int, str]],
+        scored: dict[tuple[int, str], tuple[float, int]] | None = None,
+    ) -> list[int]:
+        """Add (crop, text) candidates not already there, scored by the decoder (unless `scored` holds their summed
+        log-probability and token count already); returns the crops that got one."""
         new, seen = [], {(crop, text) for crop, readings in enumerate(groups) for text, _, _ in readings}
         for crop, text in wanted:
             if (crop, text) not in seen:
                 seen.add((crop, text))
                 new.append((crop, text))
-        if not new:
-            return []
-        log_probs, lengths = self._score(encoded.rows([crop for crop, _ in new]), [text for _, text in new])
-        for (crop, text), log_prob, length in zip(new, log_probs, lengths, strict=True):
+        scored = scored or {}
+        unscored = [candidate for candidate in new if candidate not in scored]
+        if unscored:
+            log_probs, lengths = self._score(encoded.rows([crop for crop, _ in unscored]), [t for _, t in unscored])
+            scored = {**scored, **dict(zip(unscored, zip(log_probs, lengths, strict=True), strict=True))}
+        for crop, text in new:
+            log_prob, length = scored[(crop, text)]
             groups[crop].append((text, log_prob, min(1.0, math.exp(log_prob / max(1, length)))))
         return [crop for crop, _ in new]
 

@@ -107,17 +107,21 @@ class OnnxDecoder:
 
     def greedy(
         self, cross: Cross, max_new_tokens: int, drafts: list[list[int]] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, list[float | None]]:
         """Greedy search as `generate` does it: sequences (B, 1 + steps) starting with the start token, rows that
-        ended padded; and each generated token's log-probability (B, steps).
+        ended padded; each generated token's log-probability (B, steps); and each draft's summed log-probability
+        (its tokens and the end token; None where there is no draft or it was not checked).
 
         `drafts`: a guess of each row's tokens (the CTC head's reading), end token not included. One teacher-forced
         run checks them all: where greedy search would emit a row's draft token by token and then end (or end
         earlier), that is its result (speculative decoding's check, exact); only the other rows are searched step
-        by step. (A second check of the drafts with their first wrong token corrected did not pay: measured.)"""
+        by step. The same run scores the drafts (the recognizer's CTC candidates need no second scoring). (A second
+        check of the drafts with their first wrong token corrected did not pay: measured.)"""
+        batch = len(cross)
+        draft_log_probs: list[float | None] = [None] * batch
         if drafts is None:
-            return self._greedy(cross, max_new_tokens)
-        batch, cap = len(cross), min(max_new_tokens, self.max_positions - 1)
+            return *self._greedy(cross, max_new_tokens), draft_log_probs
+        cap = min(max_new_tokens, self.max_positions - 1)
         targets = [[*draft, self.eos] for draft in drafts]
         checked = [row for row in range(batch) if len(targets[row]) <= cap]
         accepted: dict[int, np.ndarray] = {}  # row -> its tokens' log-probabilities
@@ -128,6 +132,7 @@ class OnnxDecoder:
                 inputs[i, 1 : len(targets[row])] = targets[row][:-1]
             log_probs = log_softmax(self.logits(cross.rows(checked), inputs).astype(np.float64))
             for i, row in enumerate(checked):
+                draft_log_probs[row] = float(log_probs[i, np.arange(len(targets[row])), targets[row]].sum())
                 best = log_probs[i, : len(targets[row])].argmax(-1)
                 wrong = np.flatnonzero(best != targets[row])
                 end = int(wrong[0]) if len(wrong) else len(best) - 1
@@ -147,7 +152,7 @@ class OnnxDecoder:
         if found is not None:
             sequences[searched, : found[0].shape[1]] = found[0]
             token_log_probs[searched, : found[1].shape[1]] = found[1]
-        return sequences, token_log_probs
+        return sequences, token_log_probs, draft_log_probs
 
     def _greedy(self, cross: Cross, max_new_tokens: int) -> tuple[np.ndarray, np.ndarray]:
         batch = len(cross)
