@@ -19,24 +19,12 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-
-def timed(call, repeats: int, synchronize) -> float:
-    """Median seconds of `call` after one warm-up."""
-    call()
-    seconds = []
-    for _ in range(repeats):
-        synchronize()
-        started = time.perf_counter()
-        call()
-        synchronize()
-        seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds)
+from benchmarks.timing import timed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         texts = [r.text for r in recognizer.predict(crops)]
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        seconds = timed(lambda recognizer=recognizer: recognizer.predict(crops), args.repeats, synchronize)
+        seconds = statistics.median(timed(lambda r=recognizer: r.predict(crops), args.repeats, synchronize))
         row = {
             "dtype": dtype,
             "ms_per_page": 1000 * seconds,
@@ -97,7 +85,9 @@ def main(argv: list[str] | None = None) -> None:
             recognizer.batch_size = batch_size
             for pages in args.pages:
                 many = crops * pages
-                seconds = timed(lambda r=recognizer, m=many: r.predict(m), max(1, args.repeats // pages), synchronize)
+                seconds = statistics.median(
+                    timed(lambda r=recognizer, m=many: r.predict(m), max(1, args.repeats // pages), synchronize)
+                )
                 batched = {
                     "dtype": dtype,
                     "batch_size": batch_size,
@@ -114,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         page = Image.open(args.image).convert("RGB")
         detector = Detector(DEFAULT_DETECTOR_WEIGHTS, device=args.device)
         boxes = len(detector.predict(page))
-        seconds = timed(lambda: detector.predict(page), args.repeats, synchronize)
+        seconds = statistics.median(timed(lambda: detector.predict(page), args.repeats, synchronize))
         figures["detector"] = {"ms_per_page": 1000 * seconds, "boxes": boxes}
         print(json.dumps({"detector": figures["detector"]}), flush=True)
     else:

@@ -26,6 +26,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.timing import timed  # noqa: E402
 from handwriting import OcrClient  # noqa: E402
 from handwriting.stack import LocalStack, StackConfig  # noqa: E402
 from services.common.images import decode_image  # noqa: E402
@@ -88,16 +89,6 @@ def in_process(image_bytes: bytes, repeats: int) -> tuple[list[float], dict]:
         "words": sum(len(line.split()) for line in lines),
     }
     return totals[1:], stages
-
-
-def timed(call, repeats: int) -> list[float]:
-    call()  # warm-up
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - started)
-    return seconds
 
 
 def through_envoy(address: str, image_bytes: bytes, repeats: int, api_key: str | None = None) -> list[str]:
