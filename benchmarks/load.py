@@ -5,6 +5,7 @@ table, writes it with a plot; asserts nothing.
 
     .venv/bin/python benchmarks/load.py [--image samples/page.png] [--seconds 40] [--out runs/load]
     .venv/bin/python benchmarks/load.py --envoy 127.0.0.1:18080 --api-key K   # a running stack, through Envoy
+    python3 benchmarks/load.py --no-envoy --no-peers --env HW_DEVICE=cuda ...    # a GPU machine (scripts/gpu_run.sh)
 
 Each level runs `--seconds` after a warm-up call; a request counts when its answer arrives. Pages/min is
 answered-OK pages over the level's wall time; latency percentiles are over the OK answers; refusals are
@@ -141,7 +142,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "load")
     parser.add_argument("--envoy", help="HOST:PORT of a running stack's Envoy: load it instead of a local stack")
     parser.add_argument("--api-key", help="the key that Envoy asks for (HW_API_KEYS)")
+    parser.add_argument(
+        "--no-envoy", dest="local_envoy", action="store_false", help="the local stack without Envoy (gRPC only)"
+    )
+    parser.add_argument("--no-peers", dest="peers", action="store_false", help="leave rapidocr and tesseract out")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="HW_NAME=VALUE", help="a setting of the local stack's services"
+    )
     args = parser.parse_args(argv)
+    extra_env = dict(item.split("=", 1) for item in args.env)
     image = args.image.read_bytes()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -150,14 +159,18 @@ def main(argv: list[str] | None = None) -> None:
         routes = {"Envoy gRPC": (args.envoy, args.api_key or "")}
     else:
         config = StackConfig.on_free_ports(
-            log_dir=args.out / "logs", api_keys={"load": KEY}, requests_per_minute=1_000_000, burst=1000
+            envoy=args.local_envoy,
+            log_dir=args.out / "logs",
+            api_keys={"load": KEY},
+            requests_per_minute=1_000_000,
+            burst=1000,
+            extra_env=extra_env,
         )
         stack = LocalStack(config)
         stack.start()
-        routes = {
-            "gRPC": (f"127.0.0.1:{config.orchestrator_port}", ""),
-            "Envoy gRPC": (f"127.0.0.1:{config.envoy_port}", KEY),
-        }
+        routes = {"gRPC": (f"127.0.0.1:{config.orchestrator_port}", "")}
+        if config.envoy_port:
+            routes["Envoy gRPC"] = (f"127.0.0.1:{config.envoy_port}", KEY)
     rows, memory = [], {}
     try:
         for route, (address, key) in routes.items():
@@ -171,10 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if stack is not None:
             stack.stop()
-    peer_rows = peers(args.image, args.peer_repeats)
+    peer_rows = peers(args.image, args.peer_repeats) if args.peers else {}
 
     lines = [
-        f"{args.image.name}, closed loop, {args.seconds:.0f} s per level, this machine",
+        f"{args.image.name}, closed loop, {args.seconds:.0f} s per level, this machine"
+        + "".join(f", {item}" for item in args.env),
         "| route | clients | pages/min | p50 s | p95 s | p99 s | answers by code |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]

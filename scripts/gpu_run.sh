@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
-# The prepared run for a lent GPU machine (README, "On a GPU"): the models' figures on the GPU in one command.
+# The prepared run for a lent GPU machine (README, "On a GPU"): the models' figures on the GPU, then the three
+# services on it under load (gRPC; that machine has no Envoy), in one command.
 #   scripts/gpu_wheels.sh        here, once: the wheels that machine's python3 lacks, into .whl/
 #   then, with the device tool: run "scripts/gpu_run.sh" with carry [".whl"] (its figures come back from $OUT)
-# DEVICE=cpu PYTHON=.venv/bin/python scripts/gpu_run.sh runs the same here, on the CPU.
+# DEVICE=cpu LOAD_DTYPES=float32 PYTHON=.venv/bin/python scripts/gpu_run.sh runs the same here, on the CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/gpu}
 mkdir -p "$out"
 PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
 if compgen -G ".whl/*.whl" >/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-command -v nvidia-smi >/dev/null && nvidia-smi | tee "$out/nvidia-smi.txt"
-"$PY" benchmarks/gpu.py --device "${DEVICE:-cuda}" --out "$out/gpu.json" 2>&1 | tee "$out/gpu.log"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 YOLO_OFFLINE=1
+command -v nvidia-smi >/dev/null && nvidia-smi >"$out/gpu.log"
+timeout 240 "$PY" benchmarks/gpu.py --device "$DEVICE" --out "$out/gpu.json" 2>&1 | tee -a "$out/gpu.log"
+# the stack under load: both model services on the GPU in torch, the recognizer's batches as large as
+# benchmarks/gpu.py's largest, and room for more pages in flight than two CPU cores have (HW_MAX_PAGES_IN_FLIGHT)
+for dtype in ${LOAD_DTYPES:-float32 float16}; do
+  timeout 150 "$PY" benchmarks/load.py --no-envoy --no-peers --seconds 12 --out "runs/gpu-load-$dtype" \
+    --env HW_DEVICE="$DEVICE" --env HW_BACKEND=torch --env HW_DTYPE="$dtype" --env HW_MAX_PAGES_IN_FLIGHT=32 \
+    --env HW_BATCH_MAX_QUEUE=128 \
+    --env HW_MODEL_BATCH_SIZE=128 --env HW_BATCH_MAX_CROPS=512 2>&1 | tee "$out/load-$dtype.log"
+  cp "runs/gpu-load-$dtype/load.json" "$out/load-$dtype.json"
+  tail -n 30 "runs/gpu-load-$dtype"/logs/*.log >"$out/services-$dtype.log" 2>&1
+done

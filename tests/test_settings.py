@@ -71,3 +71,17 @@ def test_detector_settings_agree_with_the_library():
     from services.detector.model import EXTEND_SCORE
 
     assert DetectorSettings().detector_extend_score == EXTEND_SCORE
+
+
+def test_the_model_queues_hold_what_the_orchestrator_sends():
+    from services.common.settings import DetectorSettings, OrchestratorSettings, RecognizerSettings
+    from services.detector.server import DetectorServicer
+    from services.recognizer.server import RecognizerServicer
+
+    pages, calls = OrchestratorSettings().max_pages_in_flight, OrchestratorSettings().recognizer_concurrency
+    # at the defaults, a full orchestrator's calls wait in the model services' queues instead of being refused
+    assert RecognizerSettings().batch_max_queue >= pages * calls
+    assert DetectorSettings().batch_max_queue >= pages
+    # HW_BATCH_MAX_QUEUE reaches each service's queue
+    assert RecognizerServicer(RecognizerSettings(batch_max_queue=3)).runner.max_queue == 3
+    assert DetectorServicer(DetectorSettings(batch_max_queue=5)).runner.max_queue == 5

@@ -109,6 +109,8 @@ class DetectorSettings(ServerSettings, ImageLimits):
     # requests waiting for the model are found in one call of up to this many pages, waiting this long for more
     batch_max_pages: int = 8
     batch_wait_ms: float = 2.0
+    # requests waiting for the model; more are refused at once (RESOURCE_EXHAUSTED)
+    batch_max_queue: int = 32
     device: str = "cpu"
     torch_threads: int = 0  # HW_TORCH_THREADS: the models' threads, torch's and ONNX Runtime's (0: every core)
     service_name: str = "detector"
@@ -129,6 +131,9 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     # requests waiting for the model are read in one call of up to this many crops, waiting this long for more
     batch_max_crops: int = 128
     batch_wait_ms: float = 5.0
+    # requests waiting for the model; more are refused at once (RESOURCE_EXHAUSTED). The orchestrator's
+    # HW_MAX_PAGES_IN_FLIGHT times its HW_RECOGNIZER_CONCURRENCY calls (8 x 4) fit
+    batch_max_queue: int = 32
     # onnx: the encoder and the (greedy) decoder on ONNX Runtime, exported at start (on a CPU; on a GPU all in
     # torch); torch: all in torch
     backend: str = "onnx"

@@ -33,6 +33,7 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
             lambda pages: self.detector.predict_batch(pages),
             max_items=settings.batch_max_pages,
             max_wait=settings.batch_wait_ms / 1000,
+            max_queue=settings.batch_max_queue,
             on_batch=self._batch_done,
         )
         self.metrics = Metrics(settings.service_name, settings.metrics == "emf", settings.metrics_interval_seconds)
