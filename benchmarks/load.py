@@ -10,7 +10,9 @@ table, writes it with a plot; asserts nothing.
 Each level runs `--seconds` after a warm-up call; a request counts when its answer arrives. Pages/min is
 answered-OK pages over the level's wall time; latency percentiles are over the OK answers; refusals are
 counted by gRPC code (RESOURCE_EXHAUSTED is the admission limit, HW_MAX_PAGES_IN_FLIGHT); a refused client
-waits the RetryInfo delay before it sends again, as a well-behaved client does. The RSS of each service is
+waits the RetryInfo delay before it sends again, as a well-behaved client does. For a local stack, each
+level also gives the CPU time each process used per OK page and the cores busy on average (from /proc:
+what batching across requests saves, or contention costs). The RSS of each service is
 read from /proc after the run (with --envoy the stack is someone else's: `docker stats` for containers).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -100,6 +103,12 @@ def peers(image: Path, repeats: int) -> dict[str, dict]:
     return results
 
 
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time a process has used (its threads together), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -176,7 +185,13 @@ def main(argv: list[str] | None = None) -> None:
         for route, (address, key) in routes.items():
             closed_loop(address, image, 1, 0.1, key)  # warm-up: one page
             for clients in args.levels:
+                pids = {name: process.pid for name, process in stack.processes.items()} if stack else {}
+                before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 row = {"route": route, **closed_loop(address, image, clients, args.seconds, key)}
+                pages = max(1, row["codes"].get("OK", 0))
+                # CPU a page, by process: what batching across requests saves or contention costs
+                row["cpu_s_per_page"] = {name: (cpu_seconds(pid) - before[name]) / pages for name, pid in pids.items()}
+                row["cores_busy"] = sum(cpu_seconds(pid) - before[name] for name, pid in pids.items()) / row["wall_s"]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         if stack is not None:
@@ -189,22 +204,24 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         f"{args.image.name}, closed loop, {args.seconds:.0f} s per level, this machine"
         + "".join(f", {item}" for item in args.env),
-        "| route | clients | pages/min | p50 s | p95 s | p99 s | answers by code |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| route | clients | pages/min | p50 s | p95 s | p99 s | answers by code | CPU s a page | cores busy |",
+        "|---|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for row in rows:
         codes = ", ".join(f"{code} {count}" for code, count in sorted(row["codes"].items()))
+        cpu = ", ".join(f"{name} {seconds:.2f}" for name, seconds in row.get("cpu_s_per_page", {}).items())
+        busy = f"{row['cores_busy']:.2f}" if "cores_busy" in row else ""
         lines.append(
             f"| {row['route']} | {row['clients']} | {row['pages_per_min']:.1f} | {row['p50_ms'] / 1000:.2f} | "
-            f"{row['p95_ms'] / 1000:.2f} | {row['p99_ms'] / 1000:.2f} | {codes} |"
+            f"{row['p95_ms'] / 1000:.2f} | {row['p99_ms'] / 1000:.2f} | {codes} | {cpu} | {busy} |"
         )
     for name, peer in peer_rows.items():
         if "missing" in peer:
-            lines.append(f"| {name} | - | not installed | | | | |")
+            lines.append(f"| {name} | - | not installed | | | | | | |")
         else:
             lines.append(
                 f"| {name} (in process, one page at a time) | 1 | {peer['pages_per_min']:.1f} | "
-                f"{peer['p50_ms'] / 1000:.2f} | | | |"
+                f"{peer['p50_ms'] / 1000:.2f} | | | | | |"
             )
     if memory:
         lines.append("")

@@ -85,3 +85,6 @@ def test_the_model_queues_hold_what_the_orchestrator_sends():
     # HW_BATCH_MAX_QUEUE reaches each service's queue
     assert RecognizerServicer(RecognizerSettings(batch_max_queue=3)).runner.max_queue == 3
     assert DetectorServicer(DetectorSettings(batch_max_queue=5)).runner.max_queue == 5
+    # two recognizer calls at once by default (README, "Under load"), as HW_BATCH_CONCURRENCY says
+    assert RecognizerServicer(RecognizerSettings()).runner.concurrency == 2
+    assert RecognizerServicer(RecognizerSettings(batch_concurrency=1)).runner.concurrency == 1

@@ -146,6 +146,26 @@ async def test_batching_runner_joins_waiting_requests_into_one_call_and_splits_t
     runner.close()
 
 
+async def test_batching_runner_with_concurrency_runs_a_second_call_while_the_first_is_busy():
+    both_running = threading.Barrier(2, timeout=10)  # broken (an error) unless two calls are in the model at once
+    calls: list[list] = []
+
+    def model(items: list) -> list:
+        calls.append(list(items))
+        if items[0] < 3:  # the first two calls meet; later ones need not wait
+            both_running.wait()
+        return [item * 10 for item in items]
+
+    runner = BatchingRunner(model, max_items=5, max_wait=0.0, concurrency=2)
+    first = asyncio.ensure_future(runner.run([1]))
+    await asyncio.sleep(0.05)  # the first call is in the model, waiting at the barrier
+    assert await asyncio.gather(first, runner.run([2])) == [[10], [20]]
+    # while both ran, the queue filled: the next free call takes what fits, in order
+    assert await asyncio.gather(*(runner.run([i]) for i in (3, 4, 5))) == [[30], [40], [50]]
+    assert calls[:2] == [[1], [2]] and sorted(i for call in calls for i in call) == [1, 2, 3, 4, 5]
+    runner.close()
+
+
 async def test_batching_runner_honours_deadlines_queue_limit_and_failures():
     model = GatedModel()
     runner = BatchingRunner(model, max_items=10, max_wait=0.0, max_queue=2)

@@ -36,7 +36,9 @@ class BatchingRunner:
     `max_items` (a request is never split; one larger than that runs alone), waiting at most `max_wait`
     seconds for more once the first has come (none while the model is busy: then the queue fills by
     itself), calls `function(all_items)` on the model's one thread and hands each request its slice of
-    the results. A request whose deadline passes while it waits is failed (DeadlineExpired) without
+    the results. With `concurrency` > 1, that many calls run at once, each formed as above: one call's
+    serial parts (and its last batch, when the model spreads a call over cores) then overlap another's work.
+    A request whose deadline passes while it waits is failed (DeadlineExpired) without
     running; one whose caller went away is dropped. More than `max_queue` requests waiting: QueueFull.
     When a call of several requests fails, each is run again alone: a request the model cannot take fails
     by itself, the others are answered.
@@ -49,17 +51,19 @@ class BatchingRunner:
         max_wait: float = 0.005,
         max_queue: int = 32,
         on_batch: Callable[[int, float], None] | None = None,
+        concurrency: int = 1,
     ):
         self.function = function
         self.on_batch = on_batch  # told the items and seconds of each model call (metrics)
         self.max_items = max_items
         self.max_wait = max_wait
         self.max_queue = max_queue
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.concurrency = max(1, concurrency)
+        self.executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="model")
         self.queue: list[_Job] = []
         self.batch_sizes: list[int] = []  # items per model call (recent ones), for metrics and tests
         self._arrived: asyncio.Event | None = None
-        self._worker: asyncio.Task | None = None
+        self._workers: list[asyncio.Task] = []
 
     @property
     def pending(self) -> int:
@@ -73,9 +77,11 @@ class BatchingRunner:
         if len(self.queue) >= self.max_queue:
             raise QueueFull(f"{len(self.queue)} requests already waiting for the model")
         loop = asyncio.get_running_loop()
-        if self._worker is None or self._worker.done():
+        if not self._workers or any(worker.done() for worker in self._workers):
+            for worker in self._workers:
+                worker.cancel()
             self._arrived = asyncio.Event()
-            self._worker = loop.create_task(self._work())
+            self._workers = [loop.create_task(self._work()) for _ in range(self.concurrency)]
         job = _Job(list(items), loop.create_future(), deadline)
         self.queue.append(job)
         self._arrived.set()
@@ -144,6 +150,6 @@ class BatchingRunner:
             job.future.set_result(result)
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for worker in self._workers:
+            worker.cancel()
         self.executor.shutdown(wait=True)

@@ -134,6 +134,9 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     # requests waiting for the model; more are refused at once (RESOURCE_EXHAUSTED). The orchestrator's
     # HW_MAX_PAGES_IN_FLIGHT times its HW_RECOGNIZER_CONCURRENCY calls (8 x 4) fit
     batch_max_queue: int = 32
+    # model calls at once, each of the requests waiting then: one call's serial parts (the page's last batch,
+    # lexicon, deslant) overlap another's work (README, "Under load": 2 cores busy under load, not 1.75)
+    batch_concurrency: int = 2
     # onnx: the encoder and the (greedy) decoder on ONNX Runtime, exported at start (on a CPU; on a GPU all in
     # torch); torch: all in torch
     backend: str = "onnx"

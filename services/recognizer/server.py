@@ -34,6 +34,7 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
             max_items=settings.batch_max_crops,
             max_wait=settings.batch_wait_ms / 1000,
             max_queue=settings.batch_max_queue,
+            concurrency=settings.batch_concurrency,
             on_batch=self._batch_done,
         )
         # what the scaling policy reads: crops waiting for the model, per task
