@@ -49,6 +49,22 @@ def test_model_tasks_reserve_a_gpu_unless_sharing_one(template):
     assert names == ["envoy", "orchestrator", "adot-collector"]
 
 
+def test_the_model_tasks_queue_what_every_orchestrator_may_send(template):
+    from services.common.settings import DetectorSettings, OrchestratorSettings, RecognizerSettings
+
+    frontends = template["Parameters"]["FrontendMax"]["Default"]
+    pages, calls = OrchestratorSettings().max_pages_in_flight, OrchestratorSettings().recognizer_concurrency
+    tasks = resources(template, "AWS::ECS::TaskDefinition")
+
+    def queue(task: str, default: int) -> int:
+        environment = tasks[task]["Properties"]["ContainerDefinitions"][0]["Environment"]
+        values = {e["Name"]: e["Value"] for e in environment if "Name" in e}
+        return int(values.get("HW_BATCH_MAX_QUEUE", default))
+
+    assert queue("RecognizerTask", RecognizerSettings().batch_max_queue) >= frontends * pages * calls
+    assert queue("DetectorTask", DetectorSettings().batch_max_queue) >= frontends * pages
+
+
 def test_gpu_capacity_provider_uses_the_ecs_gpu_ami_with_managed_scaling(template):
     assert template["Parameters"]["GpuAmiId"]["Default"].startswith("/aws/service/ecs/optimized-ami/")
     assert "gpu" in template["Parameters"]["GpuAmiId"]["Default"]
