@@ -1,10 +1,12 @@
-"""benchmarks/gpu.py, the prepared run for a lent GPU machine, needs only what such a machine has (torch,
-transformers, pillow, numpy) and the wheels scripts/gpu_wheels.sh fetches (rapidfuzz, ultralytics): checked here on
-the CPU in a process where the service's other packages cannot be imported."""
+"""The prepared run for a lent GPU machine (scripts/gpu_run.sh), checked here on the CPU: benchmarks/gpu.py needs
+only what such a machine has (torch, transformers, pillow, numpy) and the wheels scripts/gpu_wheels.sh fetches
+(rapidfuzz, ultralytics), in a process where the service's other packages cannot be imported; benchmarks/load.py
+runs as the script calls it."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +39,26 @@ def test_the_gpu_benchmark_runs_with_torch_alone(tmp_path):
     assert [(row["dtype"], row["pages"]) for row in figures["pages"]] == [("float32", 2), ("bfloat16", 2)]
     assert all(row["pages_per_min"] > 0 for row in figures["pages"])
     assert "detector" not in figures and "ultralytics is not installed" in run.stdout
+
+
+def test_the_load_benchmark_runs_as_the_gpu_run_calls_it(tmp_path):
+    """scripts/gpu_run.sh's second part: the local stack without Envoy or peers, settings passed with --env
+    (here on the CPU's default backend), each level's CPU a page and cores busy."""
+    settings = ["HW_MAX_PAGES_IN_FLIGHT=32", "HW_BATCH_MAX_QUEUE=128", "HW_BATCH_CONCURRENCY=2"]
+    arguments = ["--no-envoy", "--no-peers", "--levels", "1", "4", "--seconds", "2", "--out", str(tmp_path)]
+    run = subprocess.run(
+        [sys.executable, "benchmarks/load.py", *arguments, *(f"--env={item}" for item in settings)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads((tmp_path / "load.json").read_text())
+    assert [(row["route"], row["clients"]) for row in figures["rows"]] == [("gRPC", 1), ("gRPC", 4)]
+    assert figures["peers"] == {}
+    for row in figures["rows"]:
+        assert set(row["codes"]) == {"OK"}  # 4 clients fit in 32 pages in flight and a queue of 128
+        assert set(row["cpu_s_per_page"]) == {"detector", "recognizer", "orchestrator"}  # no Envoy
+        assert row["cpu_s_per_page"]["recognizer"] > 0 and 0 < row["cores_busy"] <= os.cpu_count() + 0.5
+    assert "HW_BATCH_MAX_QUEUE=128" in (tmp_path / "load.md").read_text()
