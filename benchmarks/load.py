@@ -188,10 +188,11 @@ def main(argv: list[str] | None = None) -> None:
                 pids = {name: process.pid for name, process in stack.processes.items()} if stack else {}
                 before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 row = {"route": route, **closed_loop(address, image, clients, args.seconds, key)}
+                used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
                 pages = max(1, row["codes"].get("OK", 0))
                 # CPU a page, by process: what batching across requests saves or contention costs
-                row["cpu_s_per_page"] = {name: (cpu_seconds(pid) - before[name]) / pages for name, pid in pids.items()}
-                row["cores_busy"] = sum(cpu_seconds(pid) - before[name] for name, pid in pids.items()) / row["wall_s"]
+                row["cpu_s_per_page"] = {name: seconds / pages for name, seconds in used.items()}
+                row["cores_busy"] = sum(used.values()) / row["wall_s"]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         if stack is not None:

@@ -160,7 +160,7 @@ async def test_batching_runner_with_concurrency_runs_a_second_call_while_the_fir
     first = asyncio.ensure_future(runner.run([1]))
     await asyncio.sleep(0.05)  # the first call is in the model, waiting at the barrier
     assert await asyncio.gather(first, runner.run([2])) == [[10], [20]]
-    # while both ran, the queue filled: the next free call takes what fits, in order
+    # later requests are answered too, each with its own results
     assert await asyncio.gather(*(runner.run([i]) for i in (3, 4, 5))) == [[30], [40], [50]]
     assert calls[:2] == [[1], [2]] and sorted(i for call in calls for i in call) == [1, 2, 3, 4, 5]
     runner.close()

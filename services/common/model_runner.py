@@ -35,7 +35,7 @@ class BatchingRunner:
     `run(items)` queues a request's items; a worker takes the requests in order while their items fit in
     `max_items` (a request is never split; one larger than that runs alone), waiting at most `max_wait`
     seconds for more once the first has come (none while the model is busy: then the queue fills by
-    itself), calls `function(all_items)` on the model's one thread and hands each request its slice of
+    itself), calls `function(all_items)` on a thread of the model's own and hands each request its slice of
     the results. With `concurrency` > 1, that many calls run at once, each formed as above: one call's
     serial parts (and its last batch, when the model spreads a call over cores) then overlap another's work.
     A request whose deadline passes while it waits is failed (DeadlineExpired) without
