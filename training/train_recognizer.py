@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageOps
 
 from services.recognizer import compact_trocr
-from services.recognizer.checkpoint import LoadedCheckpoint, load_checkpoint
+from services.recognizer.checkpoint import LoadedCheckpoint, load_checkpoint, own_columns
 from services.recognizer.model import DESLANT_BELOW, Recognizer
 from training.metrics import error_rates
 
@@ -172,13 +172,16 @@ class Trainer:
         labels = label_ids(self.checkpoint.tokenizer, texts, self.decoder_start, self.eos, self.config["max_length"])
         with torch.set_grad_enabled(self.encoder_learns):
             encoder_outputs = model.encoder(pixel_values=pixel_values)
-        loss = model(encoder_outputs=encoder_outputs, labels=labels.to(self.device)).loss
+        # each crop's own columns, as the service decodes them (not the batch's padding beside it): the decoder
+        # attends to them only and the CTC head reads them only
+        width = encoder_outputs.last_hidden_state.shape[1]
+        owned = getattr(model.encoder, "owned_columns", None)
+        columns = owned(pixel_values, width) if owned else [width] * len(texts)
+        with own_columns(model, columns, width):
+            loss = model(encoder_outputs=encoder_outputs, labels=labels.to(self.device)).loss
         if self.ctc_weight:
             log_probs = model.encoder.ctc_logits(encoder_outputs.last_hidden_state).log_softmax(-1)
             targets, target_lengths = ctc_targets(texts)
-            # each crop's own columns, as the service decodes them (not the batch's padding beside it)
-            owned = getattr(model.encoder, "owned_columns", None)
-            columns = owned(pixel_values, log_probs.shape[1]) if owned else [log_probs.shape[1]] * len(texts)
             input_lengths = torch.tensor(columns, dtype=torch.long)
             loss = loss + self.ctc_weight * self.ctc_loss(
                 log_probs.transpose(0, 1), targets, input_lengths, target_lengths

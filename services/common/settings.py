@@ -143,7 +143,7 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     # batches read side by side on a CPU, one core each (0: one per core)
     recognizer_workers: int = 0
     # with the decoder on ONNX Runtime: crops per encoder call (the decoder reads model_batch_size at once)
-    encoder_batch_size: int = 16  # services.recognizer.model.ENCODER_BATCH_SIZE
+    encoder_batch_size: int = 8  # services.recognizer.model.ENCODER_BATCH_SIZE
     # where torch runs the model (a GPU, or HW_BACKEND=torch): float32, float16 or bfloat16 (half precision: GPUs);
     # with the onnx backend on a CPU, bfloat16 runs the encoder on OpenVINO in bfloat16 (where the CPU has it)
     dtype: str = "float32"

@@ -8,7 +8,9 @@ alike. A recognizer serving exported graphs (services.recognizer.onnx_bundle) do
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,37 @@ from services.recognizer.model import DTYPE_NAMES
 
 # the types the model may run in where torch runs it (HW_DTYPE): half precision is for GPUs
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
+
+
+# each thread's encoder mask while `own_columns` is open: the recognizer reads batches on several threads at once
+_MASKS = threading.local()
+
+
+@contextlib.contextmanager
+def own_columns(model: VisionEncoderDecoderModel, columns: list[int] | None, width: int) -> Iterator[None]:
+    """While open, `model`'s decoder, called on this thread, attends to each crop's first `columns[i]` of the
+    encoder's `width` columns only, not to the padding its batch gave it (None: all of them). Serving and training
+    both decode so. `VisionEncoderDecoderModel` passes its decoder no encoder mask: a pre-hook adds it."""
+    if columns is None or min(columns) >= width:
+        yield
+        return
+    if not getattr(model.decoder, "_own_columns_hook", False):
+        model.decoder.register_forward_pre_hook(_add_mask, with_kwargs=True)
+        model.decoder._own_columns_hook = True
+    _MASKS.own = (torch.arange(width)[None, :] < torch.tensor(columns)[:, None]).to(model.device, torch.long)
+    try:
+        yield
+    finally:
+        _MASKS.own = None
+
+
+def _add_mask(module, args, kwargs):
+    """The decoder's pre-hook: this thread's encoder mask (`own_columns`), repeated for beam search's rows."""
+    own = getattr(_MASKS, "own", None)
+    if own is None:
+        return None
+    rows = kwargs["encoder_hidden_states"].shape[0]
+    return args, {**kwargs, "encoder_attention_mask": own.repeat_interleave(rows // own.shape[0], dim=0)}
 
 
 @dataclass
@@ -96,12 +129,13 @@ class TorchModel:
         return hidden, logits
 
     def generate(
-        self, pixels, states, max_new_tokens: int, beams: int, n_best: int
+        self, pixels, states, max_new_tokens: int, beams: int, n_best: int, columns: list[int] | None = None
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """`generate` from the encoder's states: sequences (B x n_best, L) and either each generated token's
-        log-probability (greedy: B, steps) or each sequence's length-normalised score (beam search)."""
+        log-probability (greedy: B, steps) or each sequence's length-normalised score (beam search).
+        `columns`: each crop's own columns of `states` (the rest is its batch's padding), None: all."""
         beam_options = dict(num_beams=beams, num_return_sequences=n_best, length_penalty=1.0, early_stopping=True)
-        with torch.inference_mode():
+        with torch.inference_mode(), own_columns(self.model, columns, states.shape[1]):
             output = self.model.generate(
                 self._tensor(pixels),
                 encoder_outputs=BaseModelOutput(last_hidden_state=self._tensor(states)),
@@ -118,9 +152,10 @@ class TorchModel:
             )
         return sequences, scores.float().cpu().numpy(), None
 
-    def logits(self, states, inputs: np.ndarray, attention: np.ndarray) -> np.ndarray:
-        """Teacher forcing: the decoder's logits (B, L, vocab) for `inputs`, `attention` masking their padding."""
-        with torch.inference_mode():
+    def logits(self, states, inputs: np.ndarray, attention: np.ndarray, columns: list[int] | None = None) -> np.ndarray:
+        """Teacher forcing: the decoder's logits (B, L, vocab) for `inputs`, `attention` masking their padding,
+        `columns` the encoder's (as for `generate`)."""
+        with torch.inference_mode(), own_columns(self.model, columns, states.shape[1]):
             return (
                 self.model(
                     encoder_outputs=BaseModelOutput(last_hidden_state=self._tensor(states)),

@@ -52,7 +52,7 @@ DESLANT_BELOW = 0.6
 MIN_SLANT = 0.15
 # With the decoder on ONNX Runtime (greedy), crops go through the encoder this many at a time (of similar widths:
 # little padding to compute) and through the decoder `batch_size` at a time (fewer sequential steps).
-ENCODER_BATCH_SIZE = 16
+ENCODER_BATCH_SIZE = 8
 # the types the model may run in where torch runs it (HW_DTYPE; services.recognizer.checkpoint.DTYPES)
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
@@ -199,8 +199,7 @@ class Recognizer:
 
     def _read(self, crops: list[Image.Image]) -> list[tuple[Recognition, float]]:
         """Each crop's reading and its score (what chose it among the candidates)."""
-        # batches of similar widths: less padding to compute, and a crop reads (nearly) the same whatever
-        # else was sent with it
+        # batches of similar widths: less padding to compute
         order = sorted(range(len(crops)), key=lambda i: crops[i].width / max(1, crops[i].height))
         size = self.encoder_batch_size
         chunks = [order[start : start + size] for start in range(0, len(order), size)]
@@ -241,15 +240,15 @@ class Recognizer:
         n_best = self.n_best if rescored else 1
         beams = max(self.beam_size, n_best)
         # greedy on ONNX Runtime: the encoder reads the crops a few at a time (less padding to compute), the
-        # decoder all of them at once (fewer sequential steps), each crop attending to its own encoder batch's
-        # columns only; so a crop reads as it does in torch with batch_size = encoder_batch_size
+        # decoder all of them at once (fewer sequential steps), each crop attending to its own columns only (as in
+        # torch): a crop reads the same whatever else is read with it
         greedy_onnx = self.onnx_decoder is not None and beams == 1
         size = self.encoder_batch_size if greedy_onnx else len(crops)
         encoded, ctc_log_probs = [], []
         for start in range(0, len(crops), size):
             pixels = self.preprocess(crops[start : start + size])
             encoder_states, ctc_logits = self._encode(pixels)
-            encoded.append(self._encoded(encoder_states))  # once: decoding and near-word scoring share it
+            encoded.append(self._encoded(encoder_states, pixels))  # once: decoding and near-word scoring share it
             if self.ctc_weight:
                 ctc_log_probs += self._ctc(pixels, ctc_logits).log_probs
         encoded = encoded[0] if len(encoded) == 1 else Encoded(None, Cross.join([e.cross for e in encoded]))
@@ -269,7 +268,7 @@ class Recognizer:
             beam_scores = None
         else:  # (one encoder batch: `pixels` and `encoder_states` are the whole call's)
             sequences, token_log_probs, beam_scores = self.torch.generate(
-                pixels, encoder_states, max_new_tokens, beams, n_best
+                pixels, encoder_states, max_new_tokens, beams, n_best, encoded.columns
             )
         texts = [text.strip() for text in self.tokenizer.batch_decode(sequences.tolist(), skip_special_tokens=True)]
         if beam_scores is not None:  # beam scores are length-normalised: the mean log-probability of each reading
@@ -306,9 +305,12 @@ class Recognizer:
             results.append((Recognition(text, confidence, positions), self._score_of(text, log_prob)))
         return results
 
-    def _encoded(self, encoder_states) -> Encoded:
-        cross = self.onnx_decoder.cross(np.asarray(encoder_states)) if self.onnx_decoder is not None else None
-        return Encoded(encoder_states, cross)
+    def _encoded(self, encoder_states, pixels) -> Encoded:
+        # the decoder attends to each crop's own columns only, not to its batch's padding: a crop reads the same
+        # whatever else is read with it (other pages' crops, under load)
+        own = ppocr_pixels.owned_columns(pixels, encoder_states.shape[1]) if self.ppocr else None
+        cross = self.onnx_decoder.cross(np.asarray(encoder_states), own) if self.onnx_decoder is not None else None
+        return Encoded(encoder_states, cross, own)
 
     def _best(self, readings: list[tuple[str, float, float]]) -> int:
         candidates = [(text, log_prob) for text, log_prob, _ in readings]
@@ -423,7 +425,7 @@ class Recognizer:
         if encoded.cross is not None:  # causal attention: no row's text sees the padding after it
             logits = self.onnx_decoder.logits(encoded.cross, inputs)
         else:
-            logits = self.torch.logits(encoded.states, inputs, (labels != -100).astype(np.int64))
+            logits = self.torch.logits(encoded.states, inputs, (labels != -100).astype(np.int64), encoded.columns)
         log_probs = log_softmax(logits.astype(np.float32))
         token_log_probs = np.take_along_axis(log_probs, np.maximum(labels, 0)[..., None], axis=-1)[..., 0]
         token_log_probs = np.where(labels == -100, 0.0, token_log_probs)
@@ -443,10 +445,12 @@ class Encoded:
 
     states: object | None  # numpy (ONNX Runtime) or a tensor (torch)
     cross: Cross | None = None
+    columns: list[int] | None = None  # each crop's own columns of the states (the rest is padding); None: all
 
     def rows(self, rows: list[int]) -> Encoded:
         states = None if self.states is None else self.states[rows]
-        return Encoded(states, None if self.cross is None else self.cross.rows(rows))
+        columns = None if self.columns is None else [self.columns[row] for row in rows]
+        return Encoded(states, None if self.cross is None else self.cross.rows(rows), columns)
 
 
 class CtcScores:
@@ -454,11 +458,16 @@ class CtcScores:
 
     def __init__(self, log_probs: list[np.ndarray]):
         self.log_probs = log_probs
-        self.best_paths = [_ctc_greedy(lp.argmax(-1).tolist()) for lp in log_probs]
+        self._paths = [lp.argmax(-1).tolist() for lp in log_probs]
+        self.best_paths = [_ctc_greedy(ids) for ids in self._paths]
 
     def positions(self, crop: int, text: str, content_fraction: float) -> tuple[float, ...]:
         """x of each character of `text` as a fraction of the crop's width: its frame in the best CTC alignment."""
-        frames = _ctc_align(self.log_probs[crop], text)
+        # most readings are the best path itself: the best alignment of a text is then that path (the best of
+        # all), and its characters' frames are where the path emits them; the others are aligned (Viterbi)
+        frames = _emitted_frames(self._paths[crop], text)
+        if frames is None:
+            frames = _ctc_align(self.log_probs[crop], text)
         if frames is None:
             return ()
         columns = self.log_probs[crop].shape[0] * content_fraction
@@ -487,6 +496,17 @@ def _ctc_greedy(ids: list[int]) -> str:
             out.append(CHARACTERS[index - 1])
         previous = index
     return "".join(out).strip()
+
+
+def _emitted_frames(ids: list[int], text: str) -> list[int] | None:
+    """The frame where the path `ids` emits each character, if it reads exactly `text` (unstripped); else None."""
+    frames, out, previous = [], [], 0
+    for frame, index in enumerate(ids):
+        if index != previous and index != 0:
+            frames.append(frame)
+            out.append(CHARACTERS[index - 1])
+        previous = index
+    return frames if "".join(out) == text and text else None
 
 
 def _ctc_log_likelihoods(log_probs: list[np.ndarray], texts: list[str]) -> list[float]:

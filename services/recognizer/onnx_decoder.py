@@ -11,8 +11,9 @@ in memory, or read from a serving folder's onnx/; no torch here):
   values with the L new positions appended. L = 1 is a greedy step; P = 0 and L = a whole text is teacher
   forcing (scoring).
 
-The mask lets one decoding batch hold crops of several encoder batches (`Cross.join`): each crop attends to
-the columns its own encoder batch gave it, as if decoded with that batch alone. `greedy` runs the greedy search
+The mask keeps each crop's attention on its own columns, not on the padding its encoder batch gave it, so a crop
+reads the same whatever is read with it, and lets one decoding batch hold crops of several encoder batches
+(`Cross.join`). `greedy` runs the greedy search
 of `generate` (argmax each step until every row has emitted the end token or `max_new_tokens` are made, rows
 that ended padded) and gives each row its tokens' log-probabilities, what the recognizer takes from `generate`
 and `compute_transition_scores`. `tests/test_recognizer_model.py` checks that both backends read the same.
@@ -45,8 +46,8 @@ def names(kind: str, layers: int) -> list[str]:
 @dataclass
 class Cross:
     """Each decoder layer's cross-attention keys and values (B, heads, T, head_dim) for a batch of crops, and an
-    additive mask (B, T) of the columns each crop's attention skips: 0 over the columns its encoder batch gave
-    it, -inf-like over those added to join encoder batches of other widths into one decoding batch."""
+    additive mask (B, T) of the columns each crop's attention skips: 0 over its own columns, -inf-like over its
+    encoder batch's padding and over those added to join encoder batches of other widths into one decoding batch."""
 
     arrays: list[np.ndarray]
     mask: np.ndarray
@@ -90,9 +91,13 @@ class OnnxDecoder:
         self.cross_names, self.past_names = names("cross", self.layers), names("past", self.layers)
         logger.info("decoder on ONNX Runtime", extra={"providers": self.step_session.get_providers()})
 
-    def cross(self, encoder_states: np.ndarray) -> Cross:
+    def cross(self, encoder_states: np.ndarray, columns: list[int] | None = None) -> Cross:
+        """`columns`: how many of its first columns each crop attends to (its own; all of them by default)."""
         arrays = self.cross_session.run(None, {"encoder_states": np.ascontiguousarray(encoder_states, np.float32)})
-        return Cross(arrays, np.zeros(encoder_states.shape[:2], np.float32))
+        mask = np.zeros(encoder_states.shape[:2], np.float32)
+        if columns is not None:
+            mask[np.arange(mask.shape[1])[None, :] >= np.asarray(columns)[:, None]] = np.finfo(np.float32).min
+        return Cross(arrays, mask)
 
     def step(self, input_ids: np.ndarray, past: list[np.ndarray], cross: Cross):
         """logits (B, L, vocab) and the new self-attention caches."""
