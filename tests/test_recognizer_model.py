@@ -363,6 +363,20 @@ def test_training_decodes_each_crop_on_its_own_columns_as_serving_does(sample_pa
     assert not torch.allclose(alone[0], unmasked[0], atol=1e-4)
 
 
+def test_a_small_call_is_shared_among_the_workers(tiny_recognizer_dir):
+    """A call of fewer crops than the workers' encoder batches (the second, upright reading of a few slanted crops)
+    is read on every worker, not on one while the others wait."""
+    recognizer = Recognizer(tiny_recognizer_dir, max_new_tokens=2, workers=2, encoder_batch_size=8)
+    sizes = []
+    read = recognizer._predict_batch
+    recognizer._predict_batch = lambda batch: (sizes.append(len(batch)), read(batch))[1]
+    recognizer.predict(crops(3))
+    assert sorted(sizes) == [1, 2]
+    sizes.clear()
+    recognizer.predict(crops(40))  # five encoder batches of 8, on two workers
+    assert sorted(sizes) == [16, 24]
+
+
 def test_other_encoders_stay_on_torch_and_trocr_decoders_go_to_onnx(tiny_recognizer_dir):
     recognizer = Recognizer(tiny_recognizer_dir, max_new_tokens=2, backend="onnx")
     assert recognizer.onnx_encoder is None and recognizer.onnx_decoder is not None

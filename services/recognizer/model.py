@@ -201,10 +201,11 @@ class Recognizer:
         """Each crop's reading and its score (what chose it among the candidates)."""
         # batches of similar widths: less padding to compute
         order = sorted(range(len(crops)), key=lambda i: crops[i].width / max(1, crops[i].height))
-        size = self.encoder_batch_size
+        # (a call of fewer crops than the workers' encoder batches is shared among the workers)
+        size = max(1, min(self.encoder_batch_size, math.ceil(len(order) / self.workers)))
         chunks = [order[start : start + size] for start in range(0, len(order), size)]
-        # decoding batches of whole encoder batches (so a crop reads the same however they are grouped): up to
-        # batch_size crops each, as many as a multiple of the workers while there are encoder batches to share
+        # decoding batches of whole encoder batches: up to batch_size crops each, as many as a multiple of the
+        # workers while there are encoder batches to share
         count = math.ceil(len(chunks) / max(1, self.batch_size // size))
         count = min(len(chunks), math.ceil(count / self.workers) * self.workers)
         batches = [[i for c in group for i in chunks[c]] for group in np.array_split(np.arange(len(chunks)), count)]
