@@ -108,6 +108,48 @@ async def test_detector_finds_concurrent_requests_pages_in_one_call_as_it_would_
     assert together == alone
 
 
+async def test_recognizer_reads_concurrent_requests_crops_in_one_call_as_it_would_alone(sample_page):
+    """Under load one model call holds several requests' crops, padded to each other's widths: a crop must read the
+    same as when its request is served alone (the decoder attends to the crop's own columns only)."""
+    import asyncio
+    import json
+
+    from services.common.crops import cut_crop
+    from services.common.server import start_model_service
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+
+    settings = RecognizerSettings(
+        host="127.0.0.1", port=0, recognizer_model_dir=str(DEFAULT_RECOGNIZER_DIR),
+        batch_wait_ms=500,  # long enough for both requests below to join the first call
+    )  # fmt: skip
+    servicer = recognizer_server.RecognizerServicer(settings)
+    running = await start_model_service(
+        settings, servicer, recognizer_grpc.add_RecognizerServiceServicer_to_server, recognizer_server.SERVICE_NAME
+    )
+    gray = Image.open(sample_page).convert("L")
+    words = json.loads(sample_page.with_suffix(".json").read_text())["words"]
+    crops = sorted((cut_crop(gray, tuple(w["box"])) for w in words), key=lambda c: c.width / c.height)
+    # five narrow words and three wide ones: in one call the fifth narrow word shares an encoder batch with them
+    requests = [
+        recognizer_pb.RecognizeRequest(crops=[image_to_raw(crop) for crop in part]) for part in (crops[:5], crops[-3:])
+    ]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = recognizer_grpc.RecognizerServiceStub(channel)
+            together = await asyncio.gather(*(stub.Recognize(request) for request in requests))
+            assert servicer.runner.batch_sizes == [8]  # one call
+            alone = [await stub.Recognize(request) for request in requests]
+            assert servicer.runner.batch_sizes == [8, 5, 3]
+    finally:
+        await running.stop(0)
+
+    def readings(responses) -> list:
+        return [(r.text, round(r.confidence, 4)) for response in responses for r in response.recognitions]
+
+    assert all(text for text, _ in readings(alone))
+    assert readings(together) == readings(alone)
+
+
 @pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n broken", b"GIF89a not allowed"])
 async def test_detector_rejects_bad_images_and_keeps_serving(detector, content):
     stub = detector_grpc.DetectorServiceStub(detector)
