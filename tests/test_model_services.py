@@ -76,34 +76,42 @@ async def test_detector_serves_health_reflection_and_detections(detector):
             assert 0 <= detection.score <= 1 and detection.box.right >= detection.box.left
 
 
-async def test_detector_finds_concurrent_requests_pages_in_one_call_as_it_would_alone(sample_page):
+async def together_and_alone(servicer, add_to_server, service_name: str, call, requests: list) -> tuple:
+    """Serve `servicer` (its settings' batch wait long enough for every request to join the first model call), send
+    `requests` at once and then one by one through `call(channel)`: (the answers together, alone, the calls' sizes)."""
     import asyncio
 
+    from services.common.server import start_model_service
+
+    running = await start_model_service(servicer.settings, servicer, add_to_server, service_name)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            method = call(channel)
+            together = await asyncio.gather(*(method(request) for request in requests))
+            alone = [await method(request) for request in requests]
+    finally:
+        await running.stop(0)
+    return together, alone, servicer.runner.batch_sizes
+
+
+async def test_detector_finds_concurrent_requests_pages_in_one_call_as_it_would_alone(sample_page):
     from PIL import ImageOps
 
-    from services.common.server import start_model_service
     from services.common.settings import DEFAULT_DETECTOR_WEIGHTS
 
     settings = DetectorSettings(
-        host="127.0.0.1", port=0, detector_weights=str(DEFAULT_DETECTOR_WEIGHTS),
-        batch_wait_ms=500,  # long enough for every request below to join the first call
-    )  # fmt: skip
-    servicer = detector_server.DetectorServicer(settings)
-    running = await start_model_service(
-        settings, servicer, detector_grpc.add_DetectorServiceServicer_to_server, detector_server.SERVICE_NAME
+        host="127.0.0.1", port=0, detector_weights=str(DEFAULT_DETECTOR_WEIGHTS), batch_wait_ms=500
     )
     page = Image.open(sample_page).convert("RGB")
     pages = [page, ImageOps.mirror(page), page.rotate(1, fillcolor="white"), page.resize((900, 700))]
-    requests = [detector_pb.DetectRequest(image=image_to_raw(page)) for page in pages]
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            stub = detector_grpc.DetectorServiceStub(channel)
-            together = await asyncio.gather(*(stub.Detect(request) for request in requests))
-            assert servicer.runner.batch_sizes == [4]  # one call; the resized page ran in a network call of its own
-            alone = [await stub.Detect(request) for request in requests]
-            assert servicer.runner.batch_sizes == [4, 1, 1, 1, 1]
-    finally:
-        await running.stop(0)
+    together, alone, sizes = await together_and_alone(
+        detector_server.DetectorServicer(settings),
+        detector_grpc.add_DetectorServiceServicer_to_server,
+        detector_server.SERVICE_NAME,
+        lambda channel: detector_grpc.DetectorServiceStub(channel).Detect,
+        [detector_pb.DetectRequest(image=image_to_raw(page)) for page in pages],
+    )
+    assert sizes == [4, 1, 1, 1, 1]  # one call together (the resized page in a network call of its own), then alone
     assert min(len(result.detections) for result in alone) > 50
     assert together == alone
 
@@ -111,37 +119,26 @@ async def test_detector_finds_concurrent_requests_pages_in_one_call_as_it_would_
 async def test_recognizer_reads_concurrent_requests_crops_in_one_call_as_it_would_alone(sample_page):
     """Under load one model call holds several requests' crops, padded to each other's widths: a crop must read the
     same as when its request is served alone (the decoder attends to the crop's own columns only)."""
-    import asyncio
     import json
 
     from services.common.crops import cut_crop
-    from services.common.server import start_model_service
     from services.common.settings import DEFAULT_RECOGNIZER_DIR
 
     settings = RecognizerSettings(
-        host="127.0.0.1", port=0, recognizer_model_dir=str(DEFAULT_RECOGNIZER_DIR),
-        batch_wait_ms=500,  # long enough for both requests below to join the first call
-    )  # fmt: skip
-    servicer = recognizer_server.RecognizerServicer(settings)
-    running = await start_model_service(
-        settings, servicer, recognizer_grpc.add_RecognizerServiceServicer_to_server, recognizer_server.SERVICE_NAME
+        host="127.0.0.1", port=0, recognizer_model_dir=str(DEFAULT_RECOGNIZER_DIR), batch_wait_ms=500
     )
     gray = Image.open(sample_page).convert("L")
     words = json.loads(sample_page.with_suffix(".json").read_text())["words"]
     crops = sorted((cut_crop(gray, tuple(w["box"])) for w in words), key=lambda c: c.width / c.height)
     # five narrow words and three wide ones: in one call the fifth narrow word shares an encoder batch with them
-    requests = [
-        recognizer_pb.RecognizeRequest(crops=[image_to_raw(crop) for crop in part]) for part in (crops[:5], crops[-3:])
-    ]
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            stub = recognizer_grpc.RecognizerServiceStub(channel)
-            together = await asyncio.gather(*(stub.Recognize(request) for request in requests))
-            assert servicer.runner.batch_sizes == [8]  # one call
-            alone = [await stub.Recognize(request) for request in requests]
-            assert servicer.runner.batch_sizes == [8, 5, 3]
-    finally:
-        await running.stop(0)
+    together, alone, sizes = await together_and_alone(
+        recognizer_server.RecognizerServicer(settings),
+        recognizer_grpc.add_RecognizerServiceServicer_to_server,
+        recognizer_server.SERVICE_NAME,
+        lambda channel: recognizer_grpc.RecognizerServiceStub(channel).Recognize,
+        [recognizer_pb.RecognizeRequest(crops=[image_to_raw(c) for c in part]) for part in (crops[:5], crops[-3:])],
+    )
+    assert sizes == [8, 5, 3]  # one call together, then alone
 
     def readings(responses) -> list:
         return [(r.text, round(r.confidence, 4)) for response in responses for r in response.recognitions]
