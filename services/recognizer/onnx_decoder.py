@@ -13,12 +13,11 @@ in memory, or read from a serving folder's onnx/; no torch here):
 
 The mask keeps each crop's attention on its own columns, not on the padding its encoder batch gave it, so a crop
 reads the same whatever is read with it, and lets one decoding batch hold crops of several encoder batches
-(`Cross.join`). `greedy` runs the greedy search
-of `generate` (argmax each step until every row has emitted the end token or `max_new_tokens` are made, rows
-that ended padded) and gives each row its tokens' log-probabilities, what the recognizer takes from `generate`
-and `compute_transition_scores`. `tests/test_recognizer_model.py` checks that both backends read the same.
-Only TrOCR decoders with learned positions are exported (the shipped model's and Microsoft's checkpoints);
-others, and beam search, stay in torch.
+(`Cross.join`). `greedy` runs the greedy search of `generate` (argmax each step until every row has emitted the
+end token or `max_new_tokens` are made, rows that ended padded) and gives each row its tokens' log-probabilities,
+what the recognizer takes from `generate` and `compute_transition_scores`. `tests/test_recognizer_model.py` checks
+that both backends read the same. Only TrOCR decoders with learned positions are exported (the shipped model's and
+Microsoft's checkpoints); others, and beam search, stay in torch.
 """
 
 from __future__ import annotations
