@@ -216,9 +216,10 @@ def test_ctc_alignment_places_each_character_at_its_frame():
 
 def test_the_best_paths_own_frames_are_its_best_alignment():
     """`positions` takes a best path's characters from the path itself (no Viterbi): the same frames as the
-    alignment, on random heads' outputs peaked enough to read repeats, doubled letters and spaces."""
+    alignment, on random heads' outputs peaked enough to read repeats, doubled letters and spaces; any other text
+    is aligned."""
     from services.recognizer.characters import CTC_INDEX
-    from services.recognizer.model import CtcScores, _ctc_align, _emitted_frames
+    from services.recognizer.model import CtcScores, _best_path, _ctc_align
 
     rng = np.random.default_rng(5)
     logits = rng.normal(size=(200, 30, len(CTC_INDEX) + 1)) * 4
@@ -227,16 +228,19 @@ def test_the_best_paths_own_frames_are_its_best_alignment():
     scores = CtcScores(log_probs)
     checked = 0
     for crop, (lp, text) in enumerate(zip(log_probs, scores.best_paths, strict=True)):
-        frames = _emitted_frames(lp.argmax(-1).tolist(), text)
-        if frames is None:  # an empty reading, or spaces stripped from its ends: aligned instead
+        path, frames = _best_path(lp.argmax(-1).tolist())
+        if not text or path != text:  # an empty reading, or spaces stripped from its ends: aligned instead
             continue
         checked += 1
         assert frames == _ctc_align(lp, text)
         assert scores.positions(crop, text, 1.0) == tuple(min(1.0, (f + 0.5) / len(lp)) for f in frames)
+        if len(text) > 1:  # another reading of the crop: its own alignment
+            other = text[:-1]
+            expected = tuple(min(1.0, (f + 0.5) / len(lp)) for f in _ctc_align(lp, other))
+            assert scores.positions(crop, other, 1.0) == expected
     assert checked > 100
-    path = [0, CTC_INDEX["a"], CTC_INDEX["a"], 0, CTC_INDEX["a"], CTC_INDEX["b"]]
-    assert _emitted_frames(path, "aab") == [1, 4, 5]
-    assert _emitted_frames(path, "ab") is None  # not what the path reads
+    a, b = CTC_INDEX["a"], CTC_INDEX["b"]
+    assert _best_path([0, a, a, 0, a, b]) == ("aab", [1, 4, 5])
 
 
 def test_ctc_likelihoods_are_torchs_ctc_loss():

@@ -251,7 +251,7 @@ class Recognizer:
             encoder_states, ctc_logits = self._encode(pixels)
             encoded.append(self._encoded(encoder_states, pixels))  # once: decoding and near-word scoring share it
             if self.ctc_weight:
-                ctc_log_probs += self._ctc(pixels, ctc_logits).log_probs
+                ctc_log_probs += self._ctc(ctc_logits, encoded[-1].columns)
         encoded = encoded[0] if len(encoded) == 1 else Encoded(None, Cross.join([e.cross for e in encoded]))
         ctc = CtcScores(ctc_log_probs) if self.ctc_weight else None
         max_new_tokens = self.max_new_tokens
@@ -350,12 +350,13 @@ class Recognizer:
             return self.onnx_encoder(pixels)
         return self.torch.encode(pixels, ctc=bool(self.ctc_weight))
 
-    def _ctc(self, pixels, logits: np.ndarray) -> CtcScores:
-        # (N, T, C): the CTC scores, alignments and best paths are small, sequential numpy work
+    @staticmethod
+    def _ctc(logits: np.ndarray, columns: list[int] | None) -> list[np.ndarray]:
+        """Each crop's CTC log-probabilities over its own `columns` (all of them: None), from the head's logits (N, T,
+        C): the CTC scores, alignments and best paths are small, sequential numpy work."""
         log_probs = log_softmax(logits.astype(np.float32))
-        columns = log_probs.shape[1]
-        lengths = ppocr_pixels.owned_columns(pixels, columns) if self.ppocr else [columns] * len(log_probs)
-        return CtcScores([log_probs[i, : lengths[i]] for i in range(len(lengths))])
+        lengths = columns or [log_probs.shape[1]] * len(log_probs)
+        return [log_probs[i, : lengths[i]] for i in range(len(lengths))]
 
     def _add_near_words(self, encoded: Encoded, groups: list) -> dict[tuple[int, str], tuple[str, int, str]]:
         """Add to each crop's readings the lexicon words near any of its readings, scored by the model; for a
@@ -459,15 +460,16 @@ class CtcScores:
 
     def __init__(self, log_probs: list[np.ndarray]):
         self.log_probs = log_probs
-        self._paths = [lp.argmax(-1).tolist() for lp in log_probs]
-        self.best_paths = [_ctc_greedy(ids) for ids in self._paths]
+        # each best path's characters and the frames where it emits them
+        self._emitted = [_best_path(lp.argmax(-1).tolist()) for lp in log_probs]
+        self.best_paths = [text.strip() for text, _ in self._emitted]
 
     def positions(self, crop: int, text: str, content_fraction: float) -> tuple[float, ...]:
         """x of each character of `text` as a fraction of the crop's width: its frame in the best CTC alignment."""
         # most readings are the best path itself: the best alignment of a text is then that path (the best of
         # all), and its characters' frames are where the path emits them; the others are aligned (Viterbi)
-        frames = _emitted_frames(self._paths[crop], text)
-        if frames is None:
+        path, frames = self._emitted[crop]
+        if not text or path != text:
             frames = _ctc_align(self.log_probs[crop], text)
         if frames is None:
             return ()
@@ -489,25 +491,16 @@ class CtcScores:
             ]
 
 
-def _ctc_greedy(ids: list[int]) -> str:
-    """Best path: repeats collapsed, blanks dropped."""
-    out, previous = [], 0
-    for index in ids:
-        if index != previous and index != 0:
-            out.append(CHARACTERS[index - 1])
-        previous = index
-    return "".join(out).strip()
-
-
-def _emitted_frames(ids: list[int], text: str) -> list[int] | None:
-    """The frame where the path `ids` emits each character, if it reads exactly `text` (unstripped); else None."""
-    frames, out, previous = [], [], 0
+def _best_path(ids: list[int]) -> tuple[str, list[int]]:
+    """What a path of frames reads (repeats collapsed, blanks dropped; unstripped) and the frame where it emits
+    each of those characters."""
+    out, frames, previous = [], [], 0
     for frame, index in enumerate(ids):
         if index != previous and index != 0:
-            frames.append(frame)
             out.append(CHARACTERS[index - 1])
+            frames.append(frame)
         previous = index
-    return frames if "".join(out) == text and text else None
+    return "".join(out), frames
 
 
 def _ctc_log_likelihoods(log_probs: list[np.ndarray], texts: list[str]) -> list[float]:
