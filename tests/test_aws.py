@@ -50,19 +50,21 @@ def test_model_tasks_reserve_a_gpu_unless_sharing_one(template):
 
 
 def test_the_model_tasks_queue_what_every_orchestrator_may_send(template):
-    from services.common.settings import DetectorSettings, OrchestratorSettings, RecognizerSettings
+    from services.common.settings import DetectorSettings, OrchestratorSettings, RecognizerSettings, load
 
     frontends = template["Parameters"]["FrontendMax"]["Default"]
     pages, calls = OrchestratorSettings().max_pages_in_flight, OrchestratorSettings().recognizer_concurrency
     tasks = resources(template, "AWS::ECS::TaskDefinition")
 
-    def queue(task: str, default: int) -> int:
+    def loaded(task: str, cls):
         environment = tasks[task]["Properties"]["ContainerDefinitions"][0]["Environment"]
-        values = {e["Name"]: e["Value"] for e in environment if "Name" in e}
-        return int(values.get("HW_BATCH_MAX_QUEUE", default))
+        return load(cls, {e["Name"]: e["Value"] for e in environment if "Name" in e})
 
-    assert queue("RecognizerTask", RecognizerSettings().batch_max_queue) >= frontends * pages * calls
-    assert queue("DetectorTask", DetectorSettings().batch_max_queue) >= frontends * pages
+    recognizer, detector = loaded("RecognizerTask", RecognizerSettings), loaded("DetectorTask", DetectorSettings)
+    assert recognizer.batch_max_queue >= frontends * pages * calls
+    assert detector.batch_max_queue >= frontends * pages
+    # and gRPC's own cap on calls in progress leaves them room (it was 64 against a queue of 128 until 2026-12-04)
+    assert recognizer.rpc_limit > recognizer.batch_max_queue and detector.rpc_limit > detector.batch_max_queue
 
 
 def test_gpu_capacity_provider_uses_the_ecs_gpu_ami_with_managed_scaling(template):

@@ -506,3 +506,20 @@ async def test_a_word_the_detector_missed_between_two_it_found_is_read_from_the_
     assert (left, top) == (200, 45)  # the ink's own box
     stub, _ = await start(missed_words=False)
     assert (await stub.ProcessPage(page_request(), timeout=10)).page.text == "one three\nfour and five"
+
+
+async def test_pages_past_grpcs_old_fixed_limit_are_admitted_and_health_checks_pass_under_full_load(stage):
+    """gRPC's own cap on calls in progress was 64 whatever the admission allowed: with more pages in flight
+    allowed (a GPU's recognizer), the 65th page got "Concurrent RPC limit exceeded!" and health checks failed."""
+    from grpc_health.v1 import health_pb2_grpc
+
+    _, recognizer, start = stage
+    recognizer.hold = True
+    stub, server = await start(max_pages_in_flight=80)
+    pages = [asyncio.ensure_future(stub.ProcessPage(page_request(), timeout=30)) for _ in range(70)]
+    await recognizer.wait_in_flight(70, timeout=20)  # every page admitted, each at its recognizer call
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    recognizer.release.set()
+    assert all(response.page.text.startswith("one") for response in await asyncio.gather(*pages))

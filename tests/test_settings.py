@@ -88,3 +88,21 @@ def test_the_model_queues_hold_what_the_orchestrator_sends():
     # two recognizer calls at once by default (README, "Under load"), as HW_BATCH_CONCURRENCY says
     assert RecognizerServicer(RecognizerSettings()).runner.concurrency == 2
     assert RecognizerServicer(RecognizerSettings(batch_concurrency=1)).runner.concurrency == 1
+
+
+def test_grpc_refuses_calls_only_past_what_each_service_admits():
+    from services.common.settings import DetectorSettings
+
+    # derived: twice the service's own admission, at least 64 (the defaults keep 64)
+    assert RecognizerSettings().rpc_limit == DetectorSettings().rpc_limit == OrchestratorSettings().rpc_limit == 64
+    assert RecognizerSettings(batch_max_queue=128).rpc_limit == 256  # the AWS template's recognizer queue
+    assert DetectorSettings(batch_max_queue=40).rpc_limit == 80
+    assert OrchestratorSettings(max_pages_in_flight=48).rpc_limit == 96
+    environ = {"HW_BATCH_MAX_QUEUE": "128", "HW_MAX_CONCURRENT_RPCS": "300"}
+    assert settings.load(RecognizerSettings, environ).rpc_limit == 300
+    # a set limit that gRPC would reach before the service's own admission is a clear error at start
+    environ["HW_MAX_CONCURRENT_RPCS"] = "64"
+    with pytest.raises(SettingsError, match="HW_MAX_CONCURRENT_RPCS=64 leaves no room past the 128 requests"):
+        settings.load(RecognizerSettings, environ)
+    with pytest.raises(SettingsError, match="HW_MAX_CONCURRENT_RPCS=8 leaves no room past the 8"):
+        settings.load(OrchestratorSettings, {"HW_MAX_CONCURRENT_RPCS": "8"})

@@ -115,7 +115,7 @@ async def create_server(
     server = grpc.aio.server(
         interceptors=[MalformedRequests(), *server_interceptors(settings)],
         options=channel_options(settings),
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        maximum_concurrent_rpcs=settings.rpc_limit,
     )
     for add in register:
         add(server)

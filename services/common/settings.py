@@ -59,7 +59,10 @@ class ServerSettings:
     log_level: str = "INFO"
     max_message_mb: int = 64
     shutdown_grace_seconds: float = 10.0
-    max_concurrent_rpcs: int = 64
+    # calls in progress past which gRPC itself refuses more ("Concurrent RPC limit exceeded!", no RetryInfo),
+    # health checks included. 0: twice the requests the service admits (`admits`), at least 64, so that its own
+    # admission (a queue, pages in flight) answers first and health checks pass under full load
+    max_concurrent_rpcs: int = 0
     tracing: str = "off"  # off | w3c | xray
     otlp_endpoint: str = "http://localhost:4317"
     service_name: str = ""
@@ -71,8 +74,24 @@ class ServerSettings:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def admits(self) -> int:
+        """Requests the service holds by its own admission control, past which it refuses them itself."""
+        return 0
+
+    @property
+    def rpc_limit(self) -> int:
+        """gRPC's cap on calls in progress: HW_MAX_CONCURRENT_RPCS, or derived from `admits`."""
+        return self.max_concurrent_rpcs or max(64, 2 * self.admits)
+
     def validate(self) -> ServerSettings:
         """Cross-field checks, run by `load`."""
+        if self.max_concurrent_rpcs < 0 or 0 < self.max_concurrent_rpcs <= self.admits:
+            raise SettingsError(
+                f"HW_MAX_CONCURRENT_RPCS={self.max_concurrent_rpcs} leaves no room past the {self.admits} requests"
+                " this service admits: gRPC would refuse them before the service's own admission does (and health"
+                " checks under load); raise it, or leave it 0 to derive it"
+            )
         if self.tracing.lower() not in ("off", "w3c", "xray"):
             raise SettingsError(f"HW_TRACING must be off, w3c or xray, not {self.tracing!r}")
         if self.metrics.lower() not in ("off", "emf"):
@@ -115,6 +134,10 @@ class DetectorSettings(ServerSettings, ImageLimits):
     torch_threads: int = 0  # HW_TORCH_THREADS: the models' threads, torch's and ONNX Runtime's (0: every core)
     service_name: str = "detector"
 
+    @property
+    def admits(self) -> int:
+        return self.batch_max_queue
+
 
 @dataclass(frozen=True)
 class RecognizerSettings(ServerSettings, ImageLimits):
@@ -156,6 +179,10 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     torch_threads: int = 0  # HW_TORCH_THREADS: the models' threads, torch's and ONNX Runtime's (0: every core)
     service_name: str = "recognizer"
 
+    @property
+    def admits(self) -> int:
+        return self.batch_max_queue
+
 
 @dataclass(frozen=True)
 class OrchestratorSettings(ServerSettings, ImageLimits):
@@ -178,3 +205,7 @@ class OrchestratorSettings(ServerSettings, ImageLimits):
     # where SubmitCorrection keeps word crops and their corrected text: a directory, or s3://bucket/prefix
     corrections_uri: str = "corrections"
     service_name: str = "orchestrator"
+
+    @property
+    def admits(self) -> int:
+        return self.max_pages_in_flight
