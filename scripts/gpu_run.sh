@@ -30,13 +30,13 @@ if [ -d .gpudata ]; then
       --out "$out/eval-$dtype.json" 2>&1 | tail -n 60 | tee -a "$out/gpu.log"
   done
 fi
-# the stack under load: both model services on the GPU in torch, the recognizer's batches as large as
-# benchmarks/gpu.py's largest, and room for more pages in flight than two CPU cores have (HW_MAX_PAGES_IN_FLIGHT)
+# the stack under load: both model services on the GPU in torch, the recognizer's batches at a GPU's defaults
+# (decoder batches of 128, calls of up to 512 crops), and room for more pages in flight than two CPU cores have
+# (HW_MAX_PAGES_IN_FLIGHT; gRPC's cap on calls follows the queues: HW_MAX_CONCURRENT_RPCS)
 for dtype in ${LOAD_DTYPES:-float32 float16}; do
   timeout 120 "$PY" benchmarks/load.py --no-envoy --no-peers --seconds 12 --out "runs/gpu-load-$dtype" \
     --env HW_DEVICE="$DEVICE" --env HW_BACKEND=torch --env HW_DTYPE="$dtype" --env HW_MAX_PAGES_IN_FLIGHT=32 \
-    --env HW_BATCH_MAX_QUEUE=128 \
-    --env HW_MODEL_BATCH_SIZE=128 --env HW_BATCH_MAX_CROPS=512 2>&1 | tee -a "$out/load.log"
+    --env HW_BATCH_MAX_QUEUE=128 2>&1 | tee -a "$out/load.log"
   cp "runs/gpu-load-$dtype/load.json" "$out/load-$dtype.json"
   tail -n 30 "runs/gpu-load-$dtype"/logs/*.log >>"$out/services.log" 2>&1
 done

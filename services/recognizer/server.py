@@ -31,7 +31,7 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
         # crops of concurrent requests (several pages' batches) read in one model call
         self.runner = BatchingRunner(
             lambda crops: self.recognizer.predict(crops),
-            max_items=settings.batch_max_crops,
+            max_items=settings.call_max_crops,
             max_wait=settings.batch_wait_ms / 1000,
             max_queue=settings.batch_max_queue,
             concurrency=settings.batch_concurrency,
@@ -79,7 +79,7 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
             device=self.settings.device,
             beam_size=self.settings.beam_size,
             max_new_tokens=self.settings.max_new_tokens,
-            batch_size=self.settings.model_batch_size,
+            batch_size=self.settings.model_batch,
             lexicon=lexicon,
             n_best=self.settings.lexicon_n_best,
             ctc_weight=self.settings.ctc_weight,
