@@ -9,8 +9,10 @@ table, writes it with a plot; asserts nothing.
 
 Each level runs `--seconds` after a warm-up call; a request counts when its answer arrives. Pages/min is
 answered-OK pages over the level's wall time; latency percentiles are over the OK answers; refusals are
-counted by gRPC code (RESOURCE_EXHAUSTED is the admission limit, HW_MAX_PAGES_IN_FLIGHT); a refused client
-waits the RetryInfo delay before it sends again, as a well-behaved client does. For a local stack, each
+counted by gRPC code (RESOURCE_EXHAUSTED is the admission limit, HW_MAX_PAGES_IN_FLIGHT, with its RetryInfo; one
+without RetryInfo is counted apart: it came from further in, a model service's queue or gRPC's own cap on calls,
+after the page was admitted); a refused client waits the RetryInfo delay before it sends again, as a well-behaved
+client does. For a local stack, each
 level also gives the CPU time each process used per OK page and the cores busy on average (from /proc:
 what batching across requests saves, or contention costs). The RSS of each service is
 read from /proc after the run (with --envoy the stack is someone else's: `docker stats` for containers).
@@ -61,6 +63,8 @@ def closed_loop(address: str, image: bytes, clients: int, seconds: float, api_ke
                 except OcrError as error:
                     code = error.code.name
                     wait = error.retry_after or 0.0  # a well-behaved client waits as long as it is told
+                    if code == "RESOURCE_EXHAUSTED" and not wait:  # not the admission's refusal: counted apart
+                        code += " without RetryInfo"
                 elapsed = time.perf_counter() - started
                 with lock:
                     codes[code] += 1

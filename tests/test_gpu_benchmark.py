@@ -62,3 +62,35 @@ def test_the_load_benchmark_runs_as_the_gpu_run_calls_it(tmp_path):
         assert set(row["cpu_s_per_page"]) == {"detector", "recognizer", "orchestrator"}  # no Envoy
         assert row["cpu_s_per_page"]["recognizer"] > 0 and 0 < row["cores_busy"] <= os.cpu_count() + 0.5
     assert "HW_BATCH_MAX_QUEUE=128" in (tmp_path / "load.md").read_text()
+
+
+def test_the_load_benchmark_counts_refusals_without_a_retry_delay_apart():
+    """The admission's refusal says when to retry; one that does not came from further in (a model service, gRPC's
+    own cap on calls) after the page was admitted, and the table must show it (as on the H200, 2026-12-04)."""
+    from concurrent import futures
+
+    import grpc
+
+    from benchmarks.load import closed_loop
+    from handwriting.v1 import ocr_service_pb2_grpc
+    from services.common import errors
+
+    class Refusing(ocr_service_pb2_grpc.OcrServiceServicer):
+        calls = 0
+
+        def ProcessPage(self, request, context):
+            Refusing.calls += 1
+            if Refusing.calls % 2:
+                context.abort_with_status(errors.overloaded("too many pages", 0.01))
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    ocr_service_pb2_grpc.add_OcrServiceServicer_to_server(Refusing(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        row = closed_loop(f"127.0.0.1:{port}", b"not read", clients=1, seconds=0.5)
+    finally:
+        server.stop(0)
+    assert set(row["codes"]) == {"RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED without RetryInfo"}
+    assert row["codes"]["RESOURCE_EXHAUSTED without RetryInfo"] >= 2 and row["pages_per_min"] == 0

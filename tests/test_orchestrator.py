@@ -158,8 +158,11 @@ async def test_downstream_errors_are_mapped(stage, stage_name, downstream, expec
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.ProcessPage(page_request(), timeout=10)
     assert caught.value.code() == expected
-    info = details_of(caught.value)[0]
+    info, *retry = details_of(caught.value)
     assert info.reason == f"{stage_name.upper()}_{expected.name}" and info.metadata["stage"] == stage_name
+    # a full model service's refusal says when to send the page again, as the admission's does
+    overloaded = expected == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert [r.retry_delay.ToMilliseconds() for r in retry] == ([1000] if overloaded else [])
 
 
 async def test_deadline_propagates_downstream(stage):

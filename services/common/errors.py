@@ -30,20 +30,27 @@ def bad_request(field: str, description: str, reason: str = "INVALID_ARGUMENT") 
     return rpc_status.to_status(status)
 
 
-def error(code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str] | None = None) -> grpc.Status:
-    """Any code with an ErrorInfo detail (e.g. UNAVAILABLE with reason DETECTOR_UNAVAILABLE)."""
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
-    status = status_pb2.Status(code=code.value[0], message=message, details=[_pack(info)])
+def error(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    metadata: dict[str, str] | None = None,
+    retry_after_seconds: float | None = None,
+) -> grpc.Status:
+    """Any code with an ErrorInfo detail (e.g. UNAVAILABLE with reason DETECTOR_UNAVAILABLE), and a RetryInfo
+    where `retry_after_seconds` says when to try again."""
+    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {}))]
+    if retry_after_seconds is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromMilliseconds(int(retry_after_seconds * 1000))
+        details.append(_pack(retry))
+    status = status_pb2.Status(code=code.value[0], message=message, details=details)
     return rpc_status.to_status(status)
 
 
 def overloaded(message: str, retry_after_seconds: float) -> grpc.Status:
     """RESOURCE_EXHAUSTED with a RetryInfo saying when to try again (Envoy's REST mapping: HTTP 429)."""
-    retry = error_details_pb2.RetryInfo()
-    retry.retry_delay.FromMilliseconds(int(retry_after_seconds * 1000))
-    details = [_pack(error_details_pb2.ErrorInfo(reason="OVERLOADED", domain=DOMAIN)), _pack(retry)]
-    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=details)
-    return rpc_status.to_status(status)
+    return error(grpc.StatusCode.RESOURCE_EXHAUSTED, message, "OVERLOADED", None, retry_after_seconds)
 
 
 def details_of(rpc_error: grpc.RpcError) -> list:

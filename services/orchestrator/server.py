@@ -199,6 +199,8 @@ class OcrServicer(pb_grpc.OcrServiceServicer):
                     f"{failure.stage}: {failure.message}",
                     f"{failure.stage.upper()}_{failure.code.name}",
                     {"stage": failure.stage},
+                    # a full model service: the page may be sent again, as past the admission limit
+                    RETRY_AFTER_SECONDS if failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED else None,
                 )
             )
         formats.flag_for_review(result.page, self.settings.review_below)
