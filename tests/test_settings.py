@@ -112,11 +112,9 @@ def test_the_recognizers_batches_default_by_device_and_reach_the_model_runner():
     from services.recognizer.server import RecognizerServicer
 
     cpu, gpu = RecognizerSettings(), settings.load(RecognizerSettings, {"HW_DEVICE": "cuda"})
-    assert (cpu.model_batch, cpu.call_max_crops) == (32, 128)
-    assert (gpu.model_batch, gpu.call_max_crops) == (128, 512)  # measured on an H200 (README, "On a GPU")
-    assert RecognizerServicer(gpu).runner.max_items == 512
+    assert (cpu.model_batch, gpu.model_batch) == (32, 128)  # measured on an H200 (README, "On a GPU")
+    assert RecognizerServicer(gpu).runner.max_items == RecognizerServicer(cpu).runner.max_items == 512
     chosen = settings.load(
         RecognizerSettings, {"HW_DEVICE": "cuda", "HW_MODEL_BATCH_SIZE": "64", "HW_BATCH_MAX_CROPS": "96"}
     )
-    assert (chosen.model_batch, chosen.call_max_crops) == (64, 96)
-    assert RecognizerServicer(chosen).runner.max_items == 96
+    assert chosen.model_batch == 64 and RecognizerServicer(chosen).runner.max_items == 96

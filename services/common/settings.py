@@ -153,9 +153,10 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     # crops the model reads at once (the decoder; torch's encoder too). 0: 32 on a CPU, 128 on a GPU, where the
     # page's 85 crops in one batch take 202 ms against 410 in three (README, "On a GPU")
     model_batch_size: int = 0
-    # requests waiting for the model are read in one call of up to this many crops, waiting this long for more.
-    # 0: 128 on a CPU, 512 on a GPU (pages read together: 551 pages/min at 4 a call, 934 at 16, on an H200)
-    batch_max_crops: int = 0
+    # requests waiting for the model are read in one call of up to this many crops (about 6 pages), waiting this
+    # long for more: several pages' crops in one call cost less a page (README, "Under load": 16 clients on 2 cores,
+    # 99.5-106.4 pages/min against 82.5-101.9 with 128; an H200: 551 pages/min at 4 pages a call, 934 at 16)
+    batch_max_crops: int = 512
     batch_wait_ms: float = 5.0
     # requests waiting for the model; more are refused at once (RESOURCE_EXHAUSTED). The orchestrator's
     # HW_MAX_PAGES_IN_FLIGHT times its HW_RECOGNIZER_CONCURRENCY calls (8 x 4) fit
@@ -190,11 +191,6 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     def model_batch(self) -> int:
         """HW_MODEL_BATCH_SIZE, or its default for the device."""
         return self.model_batch_size or (128 if self.device.startswith("cuda") else 32)
-
-    @property
-    def call_max_crops(self) -> int:
-        """HW_BATCH_MAX_CROPS, or its default for the device."""
-        return self.batch_max_crops or (512 if self.device.startswith("cuda") else 128)
 
 
 @dataclass(frozen=True)

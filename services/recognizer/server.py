@@ -31,7 +31,7 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
         # crops of concurrent requests (several pages' batches) read in one model call
         self.runner = BatchingRunner(
             lambda crops: self.recognizer.predict(crops),
-            max_items=settings.call_max_crops,
+            max_items=settings.batch_max_crops,
             max_wait=settings.batch_wait_ms / 1000,
             max_queue=settings.batch_max_queue,
             concurrency=settings.batch_concurrency,
