@@ -1,7 +1,7 @@
 """The prepared run for a lent GPU machine (scripts/gpu_run.sh), checked here on the CPU: benchmarks/gpu.py needs
 only what such a machine has (torch, transformers, pillow, numpy) and the wheels scripts/gpu_wheels.sh fetches
 (rapidfuzz, ultralytics), in a process where the service's other packages cannot be imported; benchmarks/load.py
-runs as the script calls it."""
+runs as the script calls it, and counts refusals as the GPU run needed them told apart."""
 
 from __future__ import annotations
 
