@@ -524,6 +524,33 @@ def test_the_onnx_decoder_searches_and_scores_as_generate_does(fixture, request)
         assert torch.allclose(torch.from_numpy(forced), logits, atol=1e-4)
 
 
+@pytest.mark.parametrize("fixture", ["tiny_recognizer_dir", "tiny_stock_trocr_dir", "sample_page"])
+def test_the_onnx_decoder_beam_searches_as_generate_does(fixture, request):
+    """Beam search with cached keys and values on ONNX Runtime: `generate`'s sequences, in its order, and its
+    sequence scores, for several beam widths, n-best counts and lengths (a short one stops beams at the length cap),
+    on tiny decoders and on the shipped model with each crop on its own columns."""
+    if fixture == "sample_page":
+        from services.common.settings import DEFAULT_RECOGNIZER_DIR
+
+        recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR, backend="onnx")
+        images = _page_crops(request.getfixturevalue(fixture), 24)
+    else:
+        recognizer, images = Recognizer(request.getfixturevalue(fixture), backend="onnx"), crops(6)
+    model, decoder = recognizer.model, recognizer.onnx_decoder
+    pixels = recognizer.preprocess(images)
+    with torch.inference_mode():
+        states = model.encoder(pixel_values=torch.as_tensor(pixels)).last_hidden_state
+    encoded = recognizer._encoded(states.numpy(), pixels)
+    for beams, n_best, longest in [(3, 3, 20), (5, 2, 20), (4, 1, 3)]:
+        max_new_tokens = min(longest, recognizer.max_new_tokens)  # (within the decoder's positions)
+        sequences, scores = decoder.beam(encoded.cross, max_new_tokens, beams, n_best)
+        expected, _, expected_scores = recognizer.torch.generate(
+            pixels, states, max_new_tokens, beams, n_best, encoded.columns
+        )
+        assert sequences.tolist() == expected.tolist()
+        assert np.allclose(scores, expected_scores, atol=1e-4)
+
+
 def test_greedy_search_checked_against_drafts_finds_what_greedy_search_finds(sample_page, monkeypatch):
     """Drafts (the service passes the CTC head's readings) that greedy search would emit, or emit the start of and
     end, are taken after one teacher-forced check; the other rows (a wrong draft, an empty one, one longer than the
@@ -669,6 +696,8 @@ except RuntimeError as error:
 else:
     raise AssertionError("a folder without graphs loaded without torch")
 print(json.dumps([r.text for r in Recognizer(folder, dtype="bfloat16").predict(crops)]))  # OpenVINO, no torch
+beam = Recognizer(folder, lexicon=find_lexicon(folder), beam_size=3, n_best=3)  # beam search, no torch
+print(json.dumps([r.text for r in beam.predict(crops)]))
 print(json.dumps([[r.text, r.confidence, list(r.char_positions)] for r in recognizer.predict(crops)]))
 """
 
@@ -704,8 +733,10 @@ def test_a_serving_folder_reads_as_the_weights_do_without_torch(sample_page, tmp
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    *_, in_bfloat16, line = run.stdout.strip().splitlines()
+    *_, in_bfloat16, in_beams, line = run.stdout.strip().splitlines()
     got = json.loads(line)
+    beam = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=find_lexicon(DEFAULT_RECOGNIZER_DIR), beam_size=3, n_best=3)
+    assert json.loads(in_beams) == [r.text for r in beam.predict(_page_crops(sample_page, count))]
     recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=find_lexicon(DEFAULT_RECOGNIZER_DIR))
     expected = recognizer.predict(_page_crops(sample_page, count))
     bare = Recognizer(DEFAULT_RECOGNIZER_DIR).predict(_page_crops(sample_page, count))

@@ -121,15 +121,15 @@ class Recognizer:
         # PP-OCR's encoder (the shipped model's): its pixels and columns are computed here, in numpy
         self.ppocr = encoder_config.get("model_type") == ppocr_pixels.MODEL_TYPE
         bundle = onnx_bundle.load(model_dir) if onnx and self.ppocr else None
-        # torch runs what the graphs do not: everything without them, beam search with them
+        # torch runs what the graphs do not: everything without them
         self.torch = None
-        if bundle is None or beam_size > 1 or n_best > 1:
+        if bundle is None:
             try:
                 from services.recognizer.checkpoint import TorchModel
             except ImportError as error:  # an image without torch
-                why = "beam search runs in torch" if bundle else f"{model_dir} holds no exported graphs (onnx/)"
                 raise RuntimeError(
-                    f"{why}, and torch is not installed here: export the graphs where it is, with python -m "
+                    f"{model_dir} holds no exported graphs (onnx/), and torch is not installed here: export them "
+                    f"where it is, with python -m "
                     f"services.recognizer.onnx_export --model-dir {model_dir} --out {model_dir}"
                 ) from error
             self.torch = TorchModel(model_dir, device, "float32" if onnx else dtype)
@@ -176,7 +176,7 @@ class Recognizer:
             raise ValueError("an encoder graph needs the onnx backend on a CPU and a PP-OCR encoder")
         elif onnx and dtype != "float32":
             raise ValueError("bfloat16 with the onnx backend needs a PP-OCR encoder (others: the torch backend)")
-        # its TrOCR decoder too (greedy reading and scoring; beam search stays in torch)
+        # its TrOCR decoder too (greedy and beam search, scoring)
         self.onnx_decoder = None
         if graphs.cross is not None:
             self.onnx_decoder = onnx_decoder.OnnxDecoder(graphs.cross, graphs.step, graphs.decoder, session_threads)
@@ -240,11 +240,11 @@ class Recognizer:
         rescored = self.lexicon is not None or self.ctc_weight > 0  # readings are chosen among candidates
         n_best = self.n_best if rescored else 1
         beams = max(self.beam_size, n_best)
-        # greedy on ONNX Runtime: the encoder reads the crops a few at a time (less padding to compute), the
+        # the decoder on ONNX Runtime: the encoder reads the crops a few at a time (less padding to compute), the
         # decoder all of them at once (fewer sequential steps), each crop attending to its own columns only (as in
         # torch): a crop reads the same whatever else is read with it
-        greedy_onnx = self.onnx_decoder is not None and beams == 1
-        size = self.encoder_batch_size if greedy_onnx else len(crops)
+        onnx_decoding = self.onnx_decoder is not None
+        size = self.encoder_batch_size if onnx_decoding else len(crops)
         encoded, ctc_log_probs = [], []
         for start in range(0, len(crops), size):
             pixels = self.preprocess(crops[start : start + size])
@@ -258,7 +258,7 @@ class Recognizer:
         if ctc is not None:  # the CTC head says how long the readings are: the decoder need not go much further
             max_new_tokens = min(max_new_tokens, max(len(text) for text in ctc.best_paths) + CTC_LENGTH_SLACK)
         scored: dict[tuple[int, str], tuple[float, int]] = {}  # CTC readings the decoder's check scored
-        if greedy_onnx:  # the same search as generate's, checked first against the CTC head's readings
+        if onnx_decoding and beams == 1:  # the same search as generate's, checked first against the CTC head's readings
             drafts = self.tokenizer(ctc.best_paths, add_special_tokens=False).input_ids if ctc is not None else None
             sequences, token_log_probs, draft_log_probs = self.onnx_decoder.greedy(
                 encoded.cross, max_new_tokens, drafts
@@ -267,6 +267,8 @@ class Recognizer:
                 if log_prob is not None:  # (tokens and the end token)
                     scored[(crop, ctc.best_paths[crop])] = (log_prob, len(drafts[crop]) + 1)
             beam_scores = None
+        elif onnx_decoding:  # the same beam search as generate's
+            sequences, beam_scores = self.onnx_decoder.beam(encoded.cross, max_new_tokens, beams, n_best)
         else:  # (one encoder batch: `pixels` and `encoder_states` are the whole call's)
             sequences, token_log_probs, beam_scores = self.torch.generate(
                 pixels, encoder_states, max_new_tokens, beams, n_best, encoded.columns

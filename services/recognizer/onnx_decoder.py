@@ -15,9 +15,10 @@ The mask keeps each crop's attention on its own columns, not on the padding its 
 reads the same whatever is read with it, and lets one decoding batch hold crops of several encoder batches
 (`Cross.join`). `greedy` runs the greedy search of `generate` (argmax each step until every row has emitted the
 end token or `max_new_tokens` are made, rows that ended padded) and gives each row its tokens' log-probabilities,
-what the recognizer takes from `generate` and `compute_transition_scores`. `tests/test_recognizer_model.py` checks
-that both backends read the same. Only TrOCR decoders with learned positions are exported (the shipped model's and
-Microsoft's checkpoints); others, and beam search, stay in torch.
+what the recognizer takes from `generate` and `compute_transition_scores`; `beam` runs `generate`'s beam search
+(its sequences and sequence scores), so a serving folder without torch reads with beams too.
+`tests/test_recognizer_model.py` checks that both backends read the same. Only TrOCR decoders with learned positions
+are exported (the shipped model's and Microsoft's checkpoints); others stay in torch.
 """
 
 from __future__ import annotations
@@ -176,6 +177,75 @@ class OnnxDecoder:
             if finished.all():
                 break
         return np.stack(sequences, axis=1), np.stack(log_probs, axis=1) if log_probs else np.zeros((batch, 0))
+
+    def beam(self, cross: Cross, max_new_tokens: int, beams: int, n_best: int) -> tuple[np.ndarray, np.ndarray]:
+        """Beam search as `generate` does it with `num_beams=beams, num_return_sequences=n_best, length_penalty=1.0,
+        early_stopping=True` (transformers' vectorised beam search, step for step): sequences (B x n_best, 1 +
+        steps), each crop's n best in order, starting with the start token, padded after their end token; and each
+        sequence's score, its summed log-probability over its length (end token included)."""
+        batch = len(cross)
+        cap = 1 + min(max_new_tokens, self.max_positions - 1)  # generate's max_length
+        keep = 2 * beams  # candidates kept each step: enough to go on if the best `beams` all end
+        running = np.full((batch, beams, cap), self.pad or self.eos, np.int64)  # generate's fill
+        running[:, :, 0] = self.start
+        finished_sequences = running.copy()
+        # the first step's beams are one start token: only the first counts, or all would pick the same tokens
+        running_scores = np.zeros((batch, beams), np.float32)
+        running_scores[:, 1:] = -1e9
+        finished_scores = np.full((batch, beams), -1e9, np.float32)
+        finished = np.zeros((batch, beams), bool)
+        improvable = np.ones((batch, 1), bool)
+        finished_lengths = np.zeros((batch, beams), np.int64)  # tokens each generated (its end token included)
+        rows = np.repeat(np.arange(batch), beams)
+        # the first step is the same for every beam of a crop: one row each, then copied
+        logits, past = self.step(running[:, 0, :1], self.empty_past(batch), cross)
+        logits, past = logits[rows], [array[rows] for array in past]
+        cross = cross.rows(rows.tolist())
+        length = 1
+        while True:
+            log_probs = log_softmax(logits[:, -1, :].astype(np.float32)).reshape(batch, beams, -1)
+            vocab = log_probs.shape[-1]
+            totals = (log_probs + running_scores[:, :, None]).reshape(batch, -1)
+            top = np.argsort(-totals, axis=1, kind="stable")[:, :keep]
+            top_scores = np.take_along_axis(totals, top, axis=1)
+            top_beams, top_tokens = top // vocab, top % vocab
+            top_sequences = np.take_along_axis(running, top_beams[:, :, None], axis=1)
+            top_sequences[:, :, length] = top_tokens
+            ends = (top_tokens == self.eos) | (length + 1 >= cap)
+            # the best `beams` candidates that go on
+            going = np.where(ends, top_scores - 1e9, top_scores).astype(np.float32)
+            chosen = np.argsort(-going, axis=1, kind="stable")[:, :beams]
+            running = np.take_along_axis(top_sequences, chosen[:, :, None], axis=1)
+            running_scores = np.take_along_axis(going, chosen, axis=1)
+            parents = np.take_along_axis(top_beams, chosen, axis=1)
+            # the best `beams` finished ones, of those kept and the ones that end now among the first `beams`
+            just_ended = ends & (np.arange(keep) < beams)[None, :]
+            scores = top_scores / length  # length penalty 1.0: the mean over the tokens generated
+            scores = scores - 1e9 * (finished.all(axis=1, keepdims=True) | ~improvable | ~just_ended)
+            merged_scores = np.concatenate([finished_scores, scores.astype(np.float32)], axis=1)
+            best = np.argsort(-merged_scores, axis=1, kind="stable")[:, :beams]
+            finished_sequences = np.take_along_axis(
+                np.concatenate([finished_sequences, top_sequences], axis=1), best[:, :, None], axis=1
+            )
+            finished_scores = np.take_along_axis(merged_scores, best, axis=1)
+            finished_lengths = np.take_along_axis(
+                np.concatenate([finished_lengths, np.full((batch, keep), length)], axis=1), best, axis=1
+            )
+            finished = np.take_along_axis(np.concatenate([finished, just_ended], axis=1), best, axis=1)
+            length += 1
+            # generate's stop: no running beam can beat the worst finished one (early stopping: at its length now),
+            # every beam of every crop has finished, or nothing can go on
+            worst = np.where(finished, finished_scores.min(axis=1, keepdims=True), -1e9)
+            improvable &= (running_scores[:, :1] / (length - 1) > worst).any(axis=1, keepdims=True)
+            if not improvable.any() or finished.all() or ends.all():
+                break
+            # each going beam's cache is its parent's
+            parent_rows = (np.arange(batch)[:, None] * beams + parents).reshape(-1)
+            tokens = running[:, :, length - 1].reshape(-1, 1)
+            logits, past = self.step(tokens, [array[parent_rows] for array in past], cross)
+        steps = int(finished_lengths[:, :n_best].max())
+        sequences = finished_sequences[:, :n_best, : 1 + steps].reshape(batch * n_best, 1 + steps)
+        return sequences, finished_scores[:, :n_best].reshape(-1)
 
     def logits(self, cross: Cross, input_ids: np.ndarray) -> np.ndarray:
         """Teacher forcing: logits (B, L, vocab) of every position of `input_ids` at once."""

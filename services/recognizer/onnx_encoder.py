@@ -1,6 +1,6 @@
 """The recognizer's encoder (and its CTC head) under ONNX Runtime, on a CPU: the encoder is most of a crop's
 cost, and ONNX Runtime runs it faster from the service's worker threads (models/recognizer/README.md). Its
-output feeds the decoder (`onnx_decoder`, or torch's for beam search).
+output feeds the decoder (`onnx_decoder`, or torch's for decoders it does not export).
 
 The graph comes from `onnx_export.encoder_graph` (at start, in memory, or from a serving folder's onnx/); only
 PP-OCR encoders (the shipped model's) are exported, other checkpoints keep the torch encoder. No torch here.
