@@ -17,4 +17,26 @@ cp -r "$SYNTH/detector/images/val" .gpudata/synth/detector/images/
 cp -r "$SYNTH/detector/labels/val" .gpudata/synth/detector/labels/
 rm -f .gpudata/synth/detector/labels/*.cache
 cp -r "$REAL_DEV" .gpudata/real-dev
+# for scripts/gpu_train.sh: the training hands' font files (make_data renders its training pages on that machine) and
+# 300 crops of the seed-18 development pages (held-out hands, words and lines) that pick its checkpoint
+DEV=${DEV:-data/synth-s17}
+if [ -d "$DEV/recognizer/val" ]; then
+  mkdir -p .gpudata/dev-crops
+  { head -n 150 "$DEV/recognizer/val/labels.tsv" | sed 's|^|words/|'; head -n 150 "$DEV/recognizer-lines/val/labels.tsv" | sed 's|^|lines/|'; } >.gpudata/dev-crops/labels.tsv
+  mkdir -p .gpudata/dev-crops/words .gpudata/dev-crops/lines
+  head -n 150 "$DEV/recognizer/val/labels.tsv" | cut -f1 | sed "s|^|$DEV/recognizer/val/|" | xargs cp -t .gpudata/dev-crops/words/
+  head -n 150 "$DEV/recognizer-lines/val/labels.tsv" | cut -f1 | sed "s|^|$DEV/recognizer-lines/val/|" | xargs cp -t .gpudata/dev-crops/lines/
+fi
+PYTHONPATH=. "${PYTHON:-.venv/bin/python}" - <<'PY'
+import shutil
+from pathlib import Path
+from training.synth.fonts import ensure_fonts, font_file, training_families
+from training.synth.text import training_vocabulary
+for family in training_families():
+    source = ensure_fonts([family])[0]
+    target = font_file(family, Path(".gpudata/fonts"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target)
+Path(".gpudata/vocabulary.txt").write_text("\n".join(training_vocabulary()) + "\n")
+PY
 du -sh .gpudata

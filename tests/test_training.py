@@ -358,3 +358,48 @@ def test_corrections_teach_the_shipped_recognizer_the_words_it_got_wrong(tmp_pat
         r.text for r in Recognizer(out, ctc_weight=0.0).predict([Image.open(io.BytesIO(c)) for c in corrected])
     ]
     assert sum(a == b for a, b in zip(decoder_alone, texts, strict=True)) >= 5, decoder_alone
+
+
+def test_the_encoder_learns_at_another_input_height_with_its_batch_norms_kept(tmp_path):
+    """`training.encoder_height` makes a copy of the shipped model that reads crops 32 px tall (its neck pooling the
+    backbone's 2 rows); `Trainer` then trains its encoder at its own learning rate, drawn towards the shipped model's
+    states (distillation), while the batch norms keep the statistics they were loaded with (the PP-OCR encoder's,
+    learnt from real text)."""
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+    from training import encoder_height
+
+    out = tmp_path / "h32"
+    encoder_height.write(DEFAULT_RECOGNIZER_DIR, 32, out)
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.model.config.encoder.image_height == 32
+    crop = Image.new("L", (120, 30), 255)
+    ImageDraw.Draw(crop).text((8, 8), "ink", fill=0)
+    pixels = checkpoint.preprocess([crop])
+    assert pixels.shape[2] == 32
+    with torch.inference_mode():
+        assert checkpoint.model.encoder(pixel_values=pixels).last_hidden_state.shape[1] == pixels.shape[3] // 8
+    with pytest.raises(ValueError, match="multiple of 8"):
+        encoder_height.write(DEFAULT_RECOGNIZER_DIR, 36, tmp_path / "h36")
+
+    config = json.loads(Path("training/configs/recognizer_ppocr_h32.json").read_text())
+    config["distill_from"] = str(DEFAULT_RECOGNIZER_DIR)
+    trainer = train_recognizer.Trainer(checkpoint, config, "cpu")
+    # the distillation's distance: none between the teacher and itself, some for the copy reading at 32 px
+    teacher = trainer.teacher
+    with torch.inference_mode():
+        own = teacher.model.encoder(pixel_values=teacher.preprocess([crop]))
+        copy = checkpoint.model.encoder(pixel_values=pixels)
+    assert float(trainer._distance_to_teacher([crop], own, [own.last_hidden_state.shape[1]])) < 1e-8
+    assert float(trainer._distance_to_teacher([crop], copy, [copy.last_hidden_state.shape[1]])) > 0.1
+    assert [group["lr"] for group in trainer.optimizer.param_groups] == [
+        config["learning_rate"],
+        config["encoder_learning_rate"],
+    ]
+    norms = {name: buffer.clone() for name, buffer in checkpoint.model.named_buffers() if "running" in name}
+    weights = {name: p.detach().clone() for name, p in checkpoint.model.encoder.named_parameters()}
+    trainer.step([crop, crop.resize((90, 24))], ["ink", "ink"])
+    assert norms and all(
+        torch.equal(buffer, norms[name]) for name, buffer in checkpoint.model.named_buffers() if name in norms
+    )
+    assert any(not torch.equal(p, weights[name]) for name, p in checkpoint.model.encoder.named_parameters())
+    assert len(Recognizer(out).predict([crop])) == 1

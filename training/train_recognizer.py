@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from services.recognizer import compact_trocr
@@ -158,13 +159,41 @@ class Trainer:
         self.decoder_start = model.config.decoder_start_token_id
         self.eos = model.generation_config.eos_token_id
         trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=config["learning_rate"], weight_decay=0.01)
+        # an encoder that learns may learn more slowly than the decoder (`encoder_learning_rate`): it keeps more of
+        # what it knew (PP-OCR's real text) while it adapts, say to another input height (training.encoder_height)
+        encoder_ids = {id(p) for p in model.encoder.parameters()}
+        groups = [
+            {"params": [p for p in trainable if id(p) not in encoder_ids]},
+            {
+                "params": [p for p in trainable if id(p) in encoder_ids],
+                "lr": config.get("encoder_learning_rate", config["learning_rate"]),
+            },
+        ]
+        groups = [group for group in groups if group["params"]]
+        self.optimizer = torch.optim.AdamW(groups, lr=config["learning_rate"], weight_decay=0.01)
         self.trainable = trainable
+        # `freeze_batch_norm`: the batch norms keep the statistics they were loaded with while the weights learn
+        self.batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        self.freeze_batch_norm = bool(config.get("freeze_batch_norm"))
+        # `distill_from`: a teacher recognizer (the shipped one) whose encoder states the encoder learns to give as
+        # well (`distill_weight` x their mean squared distance over each crop's own columns), each crop read by the
+        # teacher at its own input height and its columns resampled to the student's: what the teacher learnt from
+        # real text stays in the student while it learns, say, a cheaper input height from synthetic crops
+        self.teacher = None
+        if config.get("distill_from"):
+            self.teacher = load_checkpoint(config["distill_from"], device)
+            self.teacher.model.encoder.requires_grad_(False)
+            self.teacher.model.encoder.eval()
+        self.distill_weight = config.get("distill_weight", 1.0)
+        self.train(True)
 
     def train(self, on: bool) -> None:
         self.checkpoint.model.train(on)
         if self.frozen:
             self.checkpoint.model.encoder.eval()
+        if self.freeze_batch_norm:
+            for module in self.batch_norms:
+                module.eval()
 
     def step(self, crops: list[Image.Image], texts: list[str]) -> float:
         model = self.checkpoint.model
@@ -179,18 +208,36 @@ class Trainer:
         columns = owned(pixel_values, width) if owned else [width] * len(texts)
         with own_columns(model, columns, width):
             loss = model(encoder_outputs=encoder_outputs, labels=labels.to(self.device)).loss
+        if self.teacher is not None:
+            loss = loss + self.distill_weight * self._distance_to_teacher(crops, encoder_outputs, columns)
         if self.ctc_weight:
             log_probs = model.encoder.ctc_logits(encoder_outputs.last_hidden_state).log_softmax(-1)
             targets, target_lengths = ctc_targets(texts)
             input_lengths = torch.tensor(columns, dtype=torch.long)
             loss = loss + self.ctc_weight * self.ctc_loss(
-                log_probs.transpose(0, 1), targets, input_lengths, target_lengths
+                log_probs.transpose(0, 1), targets.to(log_probs.device), input_lengths, target_lengths
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
         self.optimizer.step()
         return loss.item()
+
+    def _distance_to_teacher(self, crops: list[Image.Image], outputs, columns: list[int]) -> torch.Tensor:
+        """Mean squared distance between the student's encoder states and the teacher's, resampled (linearly) to the
+        student's columns, over each crop's own columns. Both read the same crops, so a crop spans about the same
+        share of its batch's width in both (each pads to its widest crop)."""
+        with torch.no_grad():
+            pixels = self.teacher.preprocess(crops).to(self.device)
+            target = self.teacher.model.encoder(pixel_values=pixels).last_hidden_state
+        states = outputs.last_hidden_state
+        target = F.interpolate(target.transpose(1, 2), size=states.shape[1], mode="linear", align_corners=False)
+        own = (
+            torch.arange(states.shape[1], device=states.device)[None, :]
+            < torch.tensor(columns, device=states.device)[:, None]
+        )
+        squared = ((states - target.transpose(1, 2)) ** 2).mean(dim=-1)
+        return (squared * own).sum() / own.sum().clamp(min=1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ comes from the GPL-3 licence text, which is reserved for evaluation and never tr
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from pathlib import Path
@@ -29,6 +30,10 @@ PUNCTUATION_AFTER = [",", ".", ";", ":", "!", "?"]
 
 
 def training_vocabulary(size: int = 30000) -> list[str]:
+    # these words written one a line, for a machine without wordfreq (scripts/gpu_data.sh writes them for a GPU's)
+    listed = os.environ.get("HW_TRAINING_VOCABULARY")
+    if listed:
+        return Path(listed).read_text().split()[:size]
     from wordfreq import top_n_list
 
     words = [w for w in top_n_list("en", size) if re.fullmatch(r"[A-Za-z][A-Za-z'\-]*", w)]
