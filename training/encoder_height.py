@@ -19,10 +19,11 @@ from pathlib import Path
 from services.recognizer import ppocr_pixels
 
 
-def backbone_height(height: int) -> int:
+def backbone_height(height: int, blocks: list) -> int:
     """The height of the PP-OCR backbone's last feature map for crops `height` px tall: the stem's two stride-2
-    convs, then the two blocks that halve the height (3x3 convs, padding 1, each rounding up)."""
-    for _ in range(4):
+    convs, then each block whose stride along the height is 2 (`blocks`: the config's [channels, stride, se]; 3x3
+    convs with padding 1, so each halving rounds up)."""
+    for _ in range(2 + sum(1 for _, stride, _ in blocks if stride == 2)):
         height = (height + 1) // 2
     return height
 
@@ -37,7 +38,7 @@ def write(model_dir: Path, height: int, out: Path) -> None:
     if out.resolve() != model_dir.resolve():
         shutil.copytree(model_dir, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("onnx"))
     encoder["image_height"] = height
-    encoder["neck_pool"] = [backbone_height(height), encoder.get("neck_pool", [3, 2])[1]]
+    encoder["neck_pool"] = [backbone_height(height, encoder["blocks"]), encoder["neck_pool"][1]]
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 

@@ -128,9 +128,8 @@ class Recognizer:
                 from services.recognizer.checkpoint import TorchModel
             except ImportError as error:  # an image without torch
                 raise RuntimeError(
-                    f"{model_dir} holds no exported graphs (onnx/), and torch is not installed here: export them "
-                    f"where it is, with python -m "
-                    f"services.recognizer.onnx_export --model-dir {model_dir} --out {model_dir}"
+                    f"{model_dir} holds no exported graphs (onnx/), and torch is not installed here: export them where"
+                    f" it is, with python -m services.recognizer.onnx_export --model-dir {model_dir} --out {model_dir}"
                 ) from error
             self.torch = TorchModel(model_dir, device, "float32" if onnx else dtype)
         self.model = self.torch.model if self.torch is not None else None
