@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The prepared training run for a lent GPU machine (issue 14: a cheaper encoder input). The shipped recognizer is
-# made to read crops 32 px tall (training.encoder_height: 0.44 of the encoder's work at 48 px), then learns at that
+# made to read crops 32 px tall (training.encoder_input: 0.44 of the encoder's work at 48 px), then learns at that
 # height on word and line crops rendered there, its encoder distilled from the shipped model's
 # (training/configs/recognizer_ppocr_h32_gpu.json); then it is scored on the held-out crops and real-dev (about 7
 # minutes in all: 600 pages rendered there, 3.5 minutes of training).
@@ -33,7 +33,7 @@ export HW_TRAINING_VOCABULARY=$PWD/.gpudata/vocabulary.txt  # (that machine has 
 # the training pages, rendered on all cores (seed 29: pages no shipped model trained on)
 [ -f "$work/synth/recognizer/train/labels.tsv" ] || timeout 240 "$PY" -m training.make_data --out "$work/synth" --train-pages "$PAGES" --val-pages 0 --seed 29 \
   --workers "$(nproc)" 2>&1 | tail -n 3 | tee "$log"
-"$PY" -m training.encoder_height --height "$HEIGHT" --out "$work/init" | tee -a "$log"
+"$PY" -m training.encoder_input --height "$HEIGHT" --out "$work/init" | tee -a "$log"
 timeout $((${MINUTES%.*} * 60 + 150)) "$PY" -m training.train_recognizer --data "$work/synth/recognizer" \
   "$work/synth/recognizer-lines" --val .gpudata/dev-crops --config training/configs/recognizer_ppocr_h32_gpu.json \
   --init-from "$work/init" --out "$work/trained" --minutes "$MINUTES" --device "$DEVICE" --seed 41 2>&1 |

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from services.recognizer import ppocr_encoder
+from services.recognizer import ppocr_encoder, ppocr_pixels
 from tests.conftest import REPO_ROOT
 
 TINY = {
@@ -34,6 +34,19 @@ def test_pixels_height_margin_and_padding():
     assert float(pixels[1, 0, 10, 303]) == 1.0
     squeezed = ppocr_encoder.prepare_pixels([Image.new("L", (1000, 10), 255)], 48, 400)
     assert squeezed.shape[3] == 504  # 400 + 100 margin, rounded up to 8
+
+
+def test_width_scale_narrows_the_crop_and_its_margin_not_its_height():
+    narrow = Image.new("L", (40, 20), 255)
+    narrow.paste(0, (0, 0, 20, 20))  # left half ink
+    pixels = ppocr_encoder.prepare_pixels([narrow], 48, 1600, width_scale=0.9)
+    # 40x20 -> 96x48 at its aspect, 0.9 of that: 86 px; + 25% white = 107.5 -> 112 (a multiple of 8)
+    assert pixels.shape == (1, 3, 48, 112)
+    row = pixels[0, 0, 10]
+    assert float(row[:42].max()) == -1.0 and float(row[44:].min()) == 1.0  # the ink spans 43 of 86 px
+    assert ppocr_pixels.content_fraction(narrow, 48, 1600, 0.9) == 86 / 112
+    assert ppocr_pixels.content_fraction(narrow, 48, 1600) == 96 / 120
+    assert ppocr_encoder.PPOCREncoderConfig().width_scale == 1.0  # PP-OCR's own reading unless a model says
 
 
 def test_a_crop_reads_the_same_alone_and_beside_a_wider_one():

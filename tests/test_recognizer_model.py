@@ -367,6 +367,22 @@ def test_training_decodes_each_crop_on_its_own_columns_as_serving_does(sample_pa
     assert not torch.allclose(alone[0], unmasked[0], atol=1e-4)
 
 
+def test_training_and_serving_read_the_shipped_models_crops_at_its_width_scale():
+    """The shipped config reads crops at 0.9 of their aspect's width; the service and training (`load_checkpoint`,
+    as `train_recognizer` loads a model) make the same pixels."""
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+    from services.recognizer import ppocr_pixels
+
+    config = json.loads((DEFAULT_RECOGNIZER_DIR / "config.json").read_text())["encoder"]
+    assert config["width_scale"] == 0.9
+    batch = [Image.new("L", (200, 40), 255), Image.new("L", (60, 30), 90)]
+    expected = ppocr_pixels.prepare_pixels(batch, 48, 1600, 0.9)
+    assert expected.shape[3] == 8 * math.ceil(216 * 1.25 / 8)  # 200x40 -> 240x48, 0.9 of it: 216 px
+    assert np.array_equal(load_checkpoint(DEFAULT_RECOGNIZER_DIR).preprocess(batch).numpy(), expected)
+    assert np.array_equal(np.asarray(Recognizer(DEFAULT_RECOGNIZER_DIR).preprocess(batch)), expected)
+    assert not np.array_equal(ppocr_pixels.prepare_pixels(batch, 48, 1600), expected)
+
+
 def test_a_small_call_is_shared_among_the_workers(tiny_recognizer_dir):
     """A call of fewer crops than the workers' encoder batches (the second, upright reading of a few slanted crops)
     is read on every worker, not on one while the others wait."""

@@ -360,18 +360,37 @@ def test_corrections_teach_the_shipped_recognizer_the_words_it_got_wrong(tmp_pat
     assert sum(a == b for a, b in zip(decoder_alone, texts, strict=True)) >= 5, decoder_alone
 
 
+def test_encoder_input_sets_the_width_scale_alone(tmp_path):
+    """`training.encoder_input --width-scale` changes how wide crops are read and nothing else of the model."""
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+    from training import encoder_input
+
+    out = tmp_path / "wide"
+    encoder_input.main(["--model-dir", str(DEFAULT_RECOGNIZER_DIR), "--width-scale", "1.0", "--out", str(out)])
+    shipped = json.loads((DEFAULT_RECOGNIZER_DIR / "config.json").read_text())
+    copy = json.loads((out / "config.json").read_text())
+    assert shipped["encoder"].pop("width_scale") == 0.9 and copy["encoder"].pop("width_scale") == 1.0
+    assert copy == shipped
+    crop = Image.new("L", (200, 40), 255)
+    shipped_width = load_checkpoint(DEFAULT_RECOGNIZER_DIR).preprocess([crop]).shape[3]
+    assert (shipped_width, load_checkpoint(out).preprocess([crop]).shape[3]) == (272, 304)  # 216 and 240 px + 25%
+    with pytest.raises(SystemExit):
+        encoder_input.main(["--model-dir", str(DEFAULT_RECOGNIZER_DIR), "--out", str(out)])  # neither setting
+
+
 def test_the_encoder_learns_at_another_input_height_with_its_batch_norms_kept(tmp_path):
-    """`training.encoder_height` makes a copy of the shipped model that reads crops 32 px tall (its neck pooling the
+    """`training.encoder_input` makes a copy of the shipped model that reads crops 32 px tall (its neck pooling the
     backbone's 2 rows); `Trainer` then trains its encoder at its own learning rate, drawn towards the shipped model's
     states (distillation), while the batch norms keep the statistics they were loaded with (the PP-OCR encoder's,
     learnt from real text)."""
     from services.common.settings import DEFAULT_RECOGNIZER_DIR
-    from training import encoder_height
+    from training import encoder_input
 
     out = tmp_path / "h32"
-    encoder_height.write(DEFAULT_RECOGNIZER_DIR, 32, out)
+    encoder_input.write(DEFAULT_RECOGNIZER_DIR, out, height=32)
     checkpoint = load_checkpoint(out)
     assert checkpoint.model.config.encoder.image_height == 32
+    assert checkpoint.model.config.encoder.width_scale == 0.9  # the shipped model's, kept
     crop = Image.new("L", (120, 30), 255)
     ImageDraw.Draw(crop).text((8, 8), "ink", fill=0)
     pixels = checkpoint.preprocess([crop])
@@ -379,7 +398,7 @@ def test_the_encoder_learns_at_another_input_height_with_its_batch_norms_kept(tm
     with torch.inference_mode():
         assert checkpoint.model.encoder(pixel_values=pixels).last_hidden_state.shape[1] == pixels.shape[3] // 8
     with pytest.raises(ValueError, match="multiple of 8"):
-        encoder_height.write(DEFAULT_RECOGNIZER_DIR, 36, tmp_path / "h36")
+        encoder_input.write(DEFAULT_RECOGNIZER_DIR, tmp_path / "h36", height=36)
 
     config = json.loads(Path("training/configs/recognizer_ppocr_h32.json").read_text())
     config["distill_from"] = str(DEFAULT_RECOGNIZER_DIR)

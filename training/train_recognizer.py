@@ -160,7 +160,7 @@ class Trainer:
         self.eos = model.generation_config.eos_token_id
         trainable = [p for p in model.parameters() if p.requires_grad]
         # an encoder that learns may learn more slowly than the decoder (`encoder_learning_rate`): it keeps more of
-        # what it knew (PP-OCR's real text) while it adapts, say to another input height (training.encoder_height)
+        # what it knew (PP-OCR's real text) while it adapts, say to another input height (training.encoder_input)
         encoder_ids = {id(p) for p in model.encoder.parameters()}
         groups = [
             {"params": [p for p in trainable if id(p) not in encoder_ids]},

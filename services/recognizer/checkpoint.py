@@ -89,10 +89,10 @@ def load_checkpoint(model_dir: str | Path, device: str = "cpu") -> LoadedCheckpo
 
         image_processor = None
     elif encoder_config.model_type == ppocr_encoder.MODEL_TYPE:
-        height, max_width = encoder_config.image_height, encoder_config.max_width
+        shape = encoder_config.image_height, encoder_config.max_width, encoder_config.width_scale
 
         def preprocess(crops: list[Image.Image]) -> torch.Tensor:
-            return ppocr_encoder.prepare_pixels(crops, height, max_width)
+            return ppocr_encoder.prepare_pixels(crops, *shape)
 
         image_processor = None
     else:  # a stock TrOCR: its own image processor (resize to 384x384, normalise)

@@ -137,9 +137,10 @@ class Recognizer:
             self.torch.tokenizer if self.torch else AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         )
         if self.ppocr:
-            height, max_width = encoder_config["image_height"], encoder_config["max_width"]
-            self.preprocess = lambda crops: ppocr_pixels.prepare_pixels(crops, height, max_width)
-            self._content_fraction = lambda crop: ppocr_pixels.content_fraction(crop, height, max_width)
+            shape = encoder_config["image_height"], encoder_config["max_width"]
+            shape += (encoder_config.get("width_scale", ppocr_pixels.WIDTH_SCALE),)
+            self.preprocess = lambda crops: ppocr_pixels.prepare_pixels(crops, *shape)
+            self._content_fraction = lambda crop: ppocr_pixels.content_fraction(crop, *shape)
         else:
             self.preprocess = self.torch.preprocess
             self._content_fraction = lambda crop: 1.0

@@ -51,7 +51,8 @@ PPOCRV6_SMALL_BLOCKS = (
 
 
 class PPOCREncoderConfig(PreTrainedConfig):
-    """Defaults are PP-OCRv6 small's; `max_width` is the widest input (wider crops are squeezed)."""
+    """Defaults are PP-OCRv6 small's; `max_width` is the widest input (wider crops are squeezed), `width_scale` how
+    wide a crop is read against its aspect (`ppocr_pixels.prepare_pixels`)."""
 
     model_type = MODEL_TYPE
 
@@ -59,6 +60,7 @@ class PPOCREncoderConfig(PreTrainedConfig):
         self,
         image_height: int = 48,
         max_width: int = 1600,
+        width_scale: float = ppocr_pixels.WIDTH_SCALE,
         num_channels: int = 3,
         stem_channels: tuple[int, int] = (48, 96),
         blocks: tuple[list, ...] = PPOCRV6_SMALL_BLOCKS,
@@ -81,6 +83,7 @@ class PPOCREncoderConfig(PreTrainedConfig):
         super().__init__(**kwargs)
         self.image_height = image_height
         self.max_width = max_width
+        self.width_scale = width_scale
         self.num_channels = num_channels
         self.stem_channels = list(stem_channels)
         self.blocks = [list(block) for block in blocks]
@@ -271,7 +274,8 @@ class PPOCREncoderModel(PreTrainedModel):
 
     def content_fraction(self, crop: Image.Image) -> float:
         """The share of a crop's own encoder columns that its pixels span (`prepare_pixels` adds a margin)."""
-        return ppocr_pixels.content_fraction(crop, self.config.image_height, self.config.max_width)
+        config = self.config
+        return ppocr_pixels.content_fraction(crop, config.image_height, config.max_width, config.width_scale)
 
     @staticmethod
     def owned_columns(pixel_values: torch.Tensor, columns: int) -> list[int]:
@@ -308,6 +312,8 @@ AutoConfig.register(MODEL_TYPE, PPOCREncoderConfig)
 AutoModel.register(PPOCREncoderConfig, PPOCREncoderModel)
 
 
-def prepare_pixels(crops: list[Image.Image], height: int, max_width: int) -> torch.Tensor:
+def prepare_pixels(
+    crops: list[Image.Image], height: int, max_width: int, width_scale: float = ppocr_pixels.WIDTH_SCALE
+) -> torch.Tensor:
     """`ppocr_pixels.prepare_pixels` as a tensor."""
-    return torch.from_numpy(ppocr_pixels.prepare_pixels(crops, height, max_width))
+    return torch.from_numpy(ppocr_pixels.prepare_pixels(crops, height, max_width, width_scale))
