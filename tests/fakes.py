@@ -60,6 +60,7 @@ class FakeRecognizer(recognizer_grpc.RecognizerServiceServicer):
         self.fail_with: grpc.StatusCode | None = None
         self.failures_left = -1  # with fail_with: fail this many calls, then answer (negative: every call)
         self.batch_sizes: list[int] = []
+        self.lines: list[bool] = []  # each call's RecognizeRequest.lines
         self.crop_sizes: list[tuple[int, int]] = []
         self.time_remaining: list[float | None] = []
         self.in_flight = 0
@@ -82,6 +83,7 @@ class FakeRecognizer(recognizer_grpc.RecognizerServiceServicer):
     async def Recognize(self, request, context):
         self.time_remaining.append(context.time_remaining())
         self.batch_sizes.append(len(request.crops))
+        self.lines.append(request.lines)
         await self._set_in_flight(1)
         self.started.set()
         try:

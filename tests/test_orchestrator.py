@@ -110,7 +110,7 @@ async def test_line_unit_reads_one_crop_per_line_and_shares_it_out(stage):
     recognizer.texts = {10: "one two three", 40: "four and five"}  # a line crop reads as its darkest word
     stub, _ = await start(recognition_unit="line")
     page = (await stub.ProcessPage(page_request(), timeout=10)).page
-    assert recognizer.batch_sizes == [2]
+    assert recognizer.batch_sizes == [2] and recognizer.lines == [True]  # read at their full width
     assert recognizer.crop_sizes[0] == (471, 56)  # union (40, 40, 500, 85), 45 px tall: 5.4 px padding
     assert page.text == "one two three\nfour and five"
     assert [w.text for w in page.lines[1].words] == ["four", "and", "five"]
@@ -130,6 +130,28 @@ async def test_crops_go_out_in_concurrent_batches(stage):
     assert response.page.text.split() == ["one", "two", "three", "four", "and", "five"]
     assert sorted(recognizer.batch_sizes) == [2, 2, 2]
     assert recognizer.max_in_flight == 2
+    assert recognizer.lines == [False, False, False]  # word crops
+
+
+async def test_word_crops_and_whole_lines_go_out_in_calls_of_their_own_and_come_back_in_order():
+    """In line mode a slanted line's words are read as word crops beside the straight lines read whole: the recognizer
+    reads the two at different widths, so they never share a call; the readings come back in the crops' order."""
+    from PIL import Image
+
+    from services.orchestrator.pipeline import OcrPipeline, PipelineOptions
+
+    calls = []
+
+    class Recorder:
+        async def recognize(self, crops, deadline, lines=False):
+            calls.append(([crop.width for crop in crops], lines))
+            return [f"{'line' if lines else 'word'} {crop.width}" for crop in crops]
+
+    pipeline = OcrPipeline(PipelineOptions(batch_size=2, unit="line"), None, Recorder())
+    crops = [Image.new("L", (width, 10)) for width in (1, 2, 3, 4, 5)]
+    readings = await pipeline._recognize(crops, [False, True, False, True, True], time.monotonic() + 5)
+    assert readings == ["word 1", "line 2", "word 3", "line 4", "line 5"]
+    assert sorted(calls) == [([1, 3], False), ([2, 4], True), ([5], True)]
 
 
 async def test_page_without_words_is_empty_not_an_error(stage):

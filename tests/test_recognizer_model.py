@@ -58,7 +58,7 @@ def test_batches_of_similar_widths_come_back_in_the_order_sent(tiny_recognizer_d
     recognizer = Recognizer(tiny_recognizer_dir, batch_size=2, max_new_tokens=2)
     batches = []
 
-    def by_width(batch):
+    def by_width(batch, lines=False):
         batches.append([crop.width for crop in batch])
         return [(Recognition(str(crop.width), 1.0), 0.0) for crop in batch]
 
@@ -379,8 +379,34 @@ def test_training_and_serving_read_the_shipped_models_crops_at_its_width_scale()
     expected = ppocr_pixels.prepare_pixels(batch, 48, 1600, 0.9)
     assert expected.shape[3] == 8 * math.ceil(216 * 1.25 / 8)  # 200x40 -> 240x48, 0.9 of it: 216 px
     assert np.array_equal(load_checkpoint(DEFAULT_RECOGNIZER_DIR).preprocess(batch).numpy(), expected)
-    assert np.array_equal(np.asarray(Recognizer(DEFAULT_RECOGNIZER_DIR).preprocess(batch)), expected)
-    assert not np.array_equal(ppocr_pixels.prepare_pixels(batch, 48, 1600), expected)
+    recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR)
+    assert np.array_equal(np.asarray(recognizer.preprocess(batch)), expected)
+    full = ppocr_pixels.prepare_pixels(batch, 48, 1600)
+    assert not np.array_equal(full, expected)
+    # whole lines (the orchestrator's line unit) are read at their full width: the spaces between words stay
+    assert np.array_equal(np.asarray(recognizer.preprocess(batch, True)), full)
+    assert recognizer._content_fraction(batch[0], True) == 240 / 304
+    assert recognizer._content_fraction(batch[0], False) == 216 / 272
+
+
+def test_the_recognizer_service_reads_a_calls_word_crops_and_lines_apart():
+    """One model call holds several requests' crops: words and lines are read by separate `predict` calls (at their
+    own widths) and each crop's reading comes back in its place."""
+    from services.common.settings import RecognizerSettings
+    from services.recognizer.server import RecognizerServicer
+
+    servicer = RecognizerServicer(RecognizerSettings())
+    calls = []
+
+    class Stub:
+        def predict(self, crops, lines=False):
+            calls.append(([crop.width for crop in crops], lines))
+            return [Recognition(f"{crop.width}{'L' if lines else 'W'}", 1.0) for crop in crops]
+
+    servicer.recognizer = Stub()
+    items = [(Image.new("L", (width, 8)), lines) for width, lines in ((1, True), (2, False), (3, True), (4, False))]
+    assert [r.text for r in servicer._predict(items)] == ["1L", "2W", "3L", "4W"]
+    assert calls == [([2, 4], False), ([1, 3], True)]
 
 
 def test_a_small_call_is_shared_among_the_workers(tiny_recognizer_dir):
@@ -389,7 +415,7 @@ def test_a_small_call_is_shared_among_the_workers(tiny_recognizer_dir):
     recognizer = Recognizer(tiny_recognizer_dir, max_new_tokens=2, workers=2, encoder_batch_size=8)
     sizes = []
     read = recognizer._predict_batch
-    recognizer._predict_batch = lambda batch: (sizes.append(len(batch)), read(batch))[1]
+    recognizer._predict_batch = lambda batch, lines=False: (sizes.append(len(batch)), read(batch, lines))[1]
     recognizer.predict(crops(3))
     assert sorted(sizes) == [1, 2]
     sizes.clear()

@@ -31,8 +31,8 @@ class InProcessRecognizer:
     def __init__(self, recognizer: Recognizer):
         self.recognizer = recognizer
 
-    async def recognize(self, crops: list[Image.Image], deadline: float) -> list[Recognition]:
-        return self.recognizer.predict(crops)
+    async def recognize(self, crops: list[Image.Image], deadline: float, lines: bool = False) -> list[Recognition]:
+        return self.recognizer.predict(crops, lines)
 
 
 def default_options(**overrides) -> PipelineOptions:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from handwriting.v1 import image_pb2 as handwriting_dot_v1_dot_image__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'handwriting/v1/recognizer_service.proto\x12\x0ehandwriting.v1\x1a\x1ahandwriting/v1/image.proto\"8\n\x10RecognizeRequest\x12$\n\x05\x63rops\x18\x01 \x03(\x0b\x32\x15.handwriting.v1.Image\"U\n\x11RecognizeResponse\x12\x31\n\x0crecognitions\x18\x01 \x03(\x0b\x32\x1b.handwriting.v1.Recognition\x12\r\n\x05model\x18\x02 \x01(\t\"G\n\x0bRecognition\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x16\n\x0e\x63har_positions\x18\x03 \x03(\x02\x32\x65\n\x11RecognizerService\x12P\n\tRecognize\x12 .handwriting.v1.RecognizeRequest\x1a!.handwriting.v1.RecognizeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'handwriting/v1/recognizer_service.proto\x12\x0ehandwriting.v1\x1a\x1ahandwriting/v1/image.proto\"G\n\x10RecognizeRequest\x12$\n\x05\x63rops\x18\x01 \x03(\x0b\x32\x15.handwriting.v1.Image\x12\r\n\x05lines\x18\x02 \x01(\x08\"U\n\x11RecognizeResponse\x12\x31\n\x0crecognitions\x18\x01 \x03(\x0b\x32\x1b.handwriting.v1.Recognition\x12\r\n\x05model\x18\x02 \x01(\t\"G\n\x0bRecognition\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x16\n\x0e\x63har_positions\x18\x03 \x03(\x02\x32\x65\n\x11RecognizerService\x12P\n\tRecognize\x12 .handwriting.v1.RecognizeRequest\x1a!.handwriting.v1.RecognizeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'handwriting.v1.recognizer_s
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECOGNIZEREQUEST']._serialized_start=87
-  _globals['_RECOGNIZEREQUEST']._serialized_end=143
-  _globals['_RECOGNIZERESPONSE']._serialized_start=145
-  _globals['_RECOGNIZERESPONSE']._serialized_end=230
-  _globals['_RECOGNITION']._serialized_start=232
-  _globals['_RECOGNITION']._serialized_end=303
-  _globals['_RECOGNIZERSERVICE']._serialized_start=305
-  _globals['_RECOGNIZERSERVICE']._serialized_end=406
+  _globals['_RECOGNIZEREQUEST']._serialized_end=158
+  _globals['_RECOGNIZERESPONSE']._serialized_start=160
+  _globals['_RECOGNIZERESPONSE']._serialized_end=245
+  _globals['_RECOGNITION']._serialized_start=247
+  _globals['_RECOGNITION']._serialized_end=318
+  _globals['_RECOGNIZERSERVICE']._serialized_start=320
+  _globals['_RECOGNIZERSERVICE']._serialized_end=421
 # @@protoc_insertion_point(module_scope)

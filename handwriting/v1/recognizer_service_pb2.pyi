@@ -8,10 +8,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecognizeRequest(_message.Message):
-    __slots__ = ("crops",)
+    __slots__ = ("crops", "lines")
     CROPS_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
     crops: _containers.RepeatedCompositeFieldContainer[_image_pb2.Image]
-    def __init__(self, crops: _Optional[_Iterable[_Union[_image_pb2.Image, _Mapping]]] = ...) -> None: ...
+    lines: bool
+    def __init__(self, crops: _Optional[_Iterable[_Union[_image_pb2.Image, _Mapping]]] = ..., lines: _Optional[bool] = ...) -> None: ...
 
 class RecognizeResponse(_message.Message):
     __slots__ = ("recognitions", "model")

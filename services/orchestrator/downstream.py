@@ -71,8 +71,10 @@ class GrpcRecognizer:
     def __init__(self, stub: recognizer_grpc.RecognizerServiceStub):
         self.stub = stub
 
-    async def recognize(self, crops: list[Image.Image], deadline: float) -> list[recognizer_pb.Recognition]:
-        request = recognizer_pb.RecognizeRequest(crops=[image_to_raw(crop) for crop in crops])
+    async def recognize(
+        self, crops: list[Image.Image], deadline: float, lines: bool = False
+    ) -> list[recognizer_pb.Recognition]:
+        request = recognizer_pb.RecognizeRequest(crops=[image_to_raw(crop) for crop in crops], lines=lines)
         response = await call("recognizer", self.stub.Recognize, request, deadline)
         if len(response.recognitions) != len(crops):
             raise DownstreamError(

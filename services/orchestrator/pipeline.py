@@ -47,8 +47,8 @@ class DetectorBackend(Protocol):
 
 
 class RecognizerBackend(Protocol):
-    async def recognize(self, crops: list[Image.Image], deadline: float) -> Sequence[Reading]:
-        """One reading per crop, in order."""
+    async def recognize(self, crops: list[Image.Image], deadline: float, lines: bool = False) -> Sequence[Reading]:
+        """One reading per crop, in order; `lines`: the crops are whole lines of words."""
 
 
 @dataclass
@@ -177,11 +177,12 @@ class OcrPipeline:
                 self.options.unit == "line" and is_straight(box, [boxes[i] for i in line])
                 for line, box in zip(lines, line_boxes, strict=True)
             ]
-            crops = []
+            crops, crop_is_line = [], []
             for line, box, as_line in zip(lines, line_boxes, whole, strict=True):
                 crops += [cut_crop(gray, box)] if as_line else [cut_crop(gray, boxes[i]) for i in line]
+                crop_is_line += [as_line] * (1 if as_line else len(line))
         started = time.perf_counter()
-        readings = iter(await self._recognize(crops, deadline))
+        readings = iter(await self._recognize(crops, crop_is_line, deadline))
         recognize_ms = 1000 * (time.perf_counter() - started)
 
         with span("assemble"):
@@ -232,17 +233,27 @@ class OcrPipeline:
                 words.append((scaled, score))
         return words
 
-    async def _recognize(self, crops: list[Image.Image], deadline: float) -> list[Reading]:
+    async def _recognize(self, crops: list[Image.Image], is_line: list[bool], deadline: float) -> list[Reading]:
+        """Each crop's reading, in order: word crops and whole lines in calls of their own (the recognizer reads
+        lines at their full width), `batch_size` crops a call, `concurrency` calls at once."""
         size = self.options.batch_size
-        batches = [crops[start : start + size] for start in range(0, len(crops), size)]
+        batches = []
+        for lines in (False, True):
+            indices = [i for i, flag in enumerate(is_line) if flag == lines]
+            batches += [(indices[start : start + size], lines) for start in range(0, len(indices), size)]
         gate = asyncio.Semaphore(self.options.concurrency)
 
-        async def run(batch: list[Image.Image]) -> Sequence[Reading]:
+        async def run(indices: list[int], lines: bool) -> Sequence[Reading]:
             async with gate:
-                with span("recognize_call", batch_size=len(batch)):
-                    return await self.recognizer.recognize(batch, deadline)
+                with span("recognize_call", batch_size=len(indices)):
+                    batch = [crops[i] for i in indices]
+                    return await self.recognizer.recognize(batch, deadline, lines)
 
         # a TaskGroup cancels the other batches as soon as one fails
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(run(batch)) for batch in batches]
-        return [reading for task in tasks for reading in task.result()]
+            tasks = [group.create_task(run(indices, lines)) for indices, lines in batches]
+        readings: list[Reading | None] = [None] * len(crops)
+        for (indices, _), task in zip(batches, tasks, strict=True):
+            for index, reading in zip(indices, task.result(), strict=True):
+                readings[index] = reading
+        return readings

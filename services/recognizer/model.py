@@ -137,13 +137,18 @@ class Recognizer:
             self.torch.tokenizer if self.torch else AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         )
         if self.ppocr:
-            shape = encoder_config["image_height"], encoder_config["max_width"]
-            shape += (encoder_config.get("width_scale", ppocr_pixels.WIDTH_SCALE),)
-            self.preprocess = lambda crops: ppocr_pixels.prepare_pixels(crops, *shape)
-            self._content_fraction = lambda crop: ppocr_pixels.content_fraction(crop, *shape)
+            height, max_width = encoder_config["image_height"], encoder_config["max_width"]
+            # word crops at the model's width scale; whole lines at their full width, where the spaces are
+            scales = {False: encoder_config.get("width_scale", ppocr_pixels.WIDTH_SCALE), True: 1.0}
+            self.preprocess = lambda crops, lines=False: ppocr_pixels.prepare_pixels(
+                crops, height, max_width, scales[lines]
+            )
+            self._content_fraction = lambda crop, lines: ppocr_pixels.content_fraction(
+                crop, height, max_width, scales[lines]
+            )
         else:
-            self.preprocess = self.torch.preprocess
-            self._content_fraction = lambda crop: 1.0
+            self.preprocess = lambda crops, lines=False: self.torch.preprocess(crops)
+            self._content_fraction = lambda crop, lines: 1.0
         # 0: as many tokens as the decoder was built for (its positions, less the 8 that build_model adds)
         self.max_new_tokens = max_new_tokens or max(1, config["decoder"]["max_position_embeddings"] - 8)
         # the encoder's CTC head as a second reader: its weight in each reading's score (see `CtcScores.rescore`)
@@ -189,15 +194,17 @@ class Recognizer:
             extra={"model_dir": str(model_dir), "device": device, "graphs": "folder" if bundle else "exported"},
         )
 
-    def predict(self, crops: list[Image.Image]) -> list[Recognition]:
+    def predict(self, crops: list[Image.Image], lines: bool = False) -> list[Recognition]:
+        """One reading per crop, in order. `lines`: the crops are whole lines of words (read at their full width,
+        where word crops are read at the model's width scale)."""
         if not crops:
             return []
-        readings = self._read(crops)
+        readings = self._read(crops, lines)
         if self.deslant_below > 0:
-            self._read_deslanted(crops, readings)
+            self._read_deslanted(crops, readings, lines)
         return [recognition for recognition, _ in readings]
 
-    def _read(self, crops: list[Image.Image]) -> list[tuple[Recognition, float]]:
+    def _read(self, crops: list[Image.Image], lines: bool = False) -> list[tuple[Recognition, float]]:
         """Each crop's reading and its score (what chose it among the candidates)."""
         # batches of similar widths: less padding to compute
         order = sorted(range(len(crops)), key=lambda i: crops[i].width / max(1, crops[i].height))
@@ -211,13 +218,13 @@ class Recognizer:
         batches = [[i for c in group for i in chunks[c]] for group in np.array_split(np.arange(len(chunks)), count)]
         run = self._pool.map if self._pool is not None and len(batches) > 1 else map
         results: list[tuple[Recognition, float] | None] = [None] * len(crops)
-        reads = run(lambda batch: self._predict_batch([crops[i] for i in batch]), batches)
+        reads = run(lambda batch: self._predict_batch([crops[i] for i in batch], lines), batches)
         for batch, read in zip(batches, reads, strict=True):
             for index, result in zip(batch, read, strict=True):
                 results[index] = result
         return results
 
-    def _read_deslanted(self, crops: list[Image.Image], readings: list[tuple[Recognition, float]]) -> None:
+    def _read_deslanted(self, crops: list[Image.Image], readings: list[tuple[Recognition, float]], lines: bool) -> None:
         """Read again, sheared upright, the crops read with a confidence under `deslant_below` whose ink leans by
         MIN_SLANT or more; keep whichever of the two readings scores better. Character positions are mapped
         back to the crop as it was."""
@@ -227,7 +234,7 @@ class Recognizer:
         if not slanted:
             return
         sheared = [slant.shear_crop(crops[i], shear) for i, shear in slanted]
-        second = self._read([image for image, _ in sheared])
+        second = self._read([image for image, _ in sheared], lines)
         for (i, _), (image, added), (recognition, score) in zip(slanted, sheared, second, strict=True):
             if score > readings[i][1]:
                 width = crops[i].width
@@ -236,7 +243,7 @@ class Recognizer:
                 )
                 readings[i] = (Recognition(recognition.text, recognition.confidence, positions), score)
 
-    def _predict_batch(self, crops: list[Image.Image]) -> list[tuple[Recognition, float]]:
+    def _predict_batch(self, crops: list[Image.Image], lines: bool = False) -> list[tuple[Recognition, float]]:
         rescored = self.lexicon is not None or self.ctc_weight > 0  # readings are chosen among candidates
         n_best = self.n_best if rescored else 1
         beams = max(self.beam_size, n_best)
@@ -247,7 +254,7 @@ class Recognizer:
         size = self.encoder_batch_size if onnx_decoding else len(crops)
         encoded, ctc_log_probs = [], []
         for start in range(0, len(crops), size):
-            pixels = self.preprocess(crops[start : start + size])
+            pixels = self.preprocess(crops[start : start + size], lines)
             encoder_states, ctc_logits = self._encode(pixels)
             encoded.append(self._encoded(encoder_states, pixels))  # once: decoding and near-word scoring share it
             if self.ctc_weight:
@@ -304,7 +311,7 @@ class Recognizer:
         results = []
         for crop, readings in enumerate(groups):
             text, log_prob, confidence = readings[self._best(readings)]
-            positions = ctc.positions(crop, text, self._content_fraction(crops[crop])) if ctc is not None else ()
+            positions = ctc.positions(crop, text, self._content_fraction(crops[crop], lines)) if ctc is not None else ()
             results.append((Recognition(text, confidence, positions), self._score_of(text, log_prob)))
         return results
 

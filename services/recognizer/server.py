@@ -18,7 +18,7 @@ from services.common.servicer import ModelNotReady, rpc_errors
 from services.common.settings import RecognizerSettings
 from services.common.tracing import span
 from services.recognizer.lexicon import find_lexicon
-from services.recognizer.model import Recognizer
+from services.recognizer.model import Recognition, Recognizer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecognizerService"].full_name
 
@@ -30,7 +30,7 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
         self.metrics = Metrics(settings.service_name, settings.metrics == "emf", settings.metrics_interval_seconds)
         # crops of concurrent requests (several pages' batches) read in one model call
         self.runner = BatchingRunner(
-            lambda crops: self.recognizer.predict(crops),
+            self._predict,
             max_items=settings.batch_max_crops,
             max_wait=settings.batch_wait_ms / 1000,
             max_queue=settings.batch_max_queue,
@@ -40,6 +40,17 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
         # what the scaling policy reads: crops waiting for the model, per task
         self.metrics.gauge("QueueDepth", lambda: self.runner.pending_items)
         self.metrics.declare_counts("Crops", "Batches")
+
+    def _predict(self, items: list[tuple[Image.Image, bool]]) -> list[Recognition]:
+        """One model call's crops, of several requests: (crop, whether it is a whole line) -> its reading."""
+        results: list[Recognition | None] = [None] * len(items)
+        for lines in (False, True):
+            indices = [i for i, (_, is_line) in enumerate(items) if is_line == lines]
+            if indices:
+                read = self.recognizer.predict([items[i][0] for i in indices], lines)
+                for index, result in zip(indices, read, strict=True):
+                    results[index] = result
+        return results
 
     def _batch_done(self, crops: int, seconds: float) -> None:
         self.metrics.count("Batches")
@@ -61,7 +72,7 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
             remaining = context.time_remaining()
             deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
             with span("recognize_batch", batch_size=len(crops)):
-                results = await self.runner.run(crops, deadline)
+                results = await self.runner.run([(crop, request.lines) for crop in crops], deadline)
             return pb.RecognizeResponse(
                 recognitions=[
                     pb.Recognition(text=r.text, confidence=r.confidence, char_positions=r.char_positions)
