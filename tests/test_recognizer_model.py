@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -387,6 +388,15 @@ def test_training_and_serving_read_the_shipped_models_crops_at_its_width_scale()
     assert np.array_equal(np.asarray(recognizer.preprocess(batch, True)), full)
     assert recognizer._content_fraction(batch[0], True) == 240 / 304
     assert recognizer._content_fraction(batch[0], False) == 216 / 272
+    # training (`Trainer.step`, train_recognizer's evaluation) tells its line crops by their folder, as make_data
+    # writes them, and reads them so too: a batch of a word and a line, each at its width
+    from training.train_recognizer import is_line
+
+    assert is_line(Path("data/synth/recognizer-lines/train/1.png"))
+    assert not is_line(Path("data/synth/recognizer/train/1.png"))
+    mixed = load_checkpoint(DEFAULT_RECOGNIZER_DIR).preprocess(batch, [False, True]).numpy()
+    assert (mixed[:, 0, 0, :] != ppocr_pixels.PADDING).sum(axis=1).tolist() == [272, 120]  # 216 px, 60x30 -> 96 px
+    assert np.array_equal(mixed[1, :, :, :120], full[1, :, :, :120])
 
 
 def test_the_recognizer_service_reads_a_calls_word_crops_and_lines_apart():

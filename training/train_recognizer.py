@@ -27,6 +27,14 @@ from services.recognizer.checkpoint import LoadedCheckpoint, load_checkpoint, ow
 from services.recognizer.model import DESLANT_BELOW, Recognizer
 from training.metrics import error_rates
 
+LINE_CROPS = "recognizer-lines"  # make_data's folder of whole-line crops
+
+
+def is_line(path: Path) -> bool:
+    """Whether a crop file is a whole line (DATA/recognizer-lines/SPLIT/name.png): the service reads lines at their
+    full width and word crops at the model's width scale, and so do training and evaluation."""
+    return path.parent.parent.name == LINE_CROPS
+
 
 def read_split(folder: Path, limit: int | None = None) -> list[tuple[Path, str]]:
     rows = []
@@ -101,7 +109,12 @@ def evaluate(
         **options,
     )
     started = time.perf_counter()
-    predictions = recognizer.predict([Image.open(path).convert("L") for path, _ in rows])
+    predictions = [None] * len(rows)
+    for lines in (False, True):
+        indices = [i for i, (path, _) in enumerate(rows) if is_line(path) == lines]
+        read = recognizer.predict([Image.open(rows[i][0]).convert("L") for i in indices], lines)
+        for index, prediction in zip(indices, read, strict=True):
+            predictions[index] = prediction
     seconds = time.perf_counter() - started
     references = [text for _, text in rows]
     hypotheses = [p.text for p in predictions]
@@ -129,7 +142,7 @@ def load_model(args: argparse.Namespace, config: dict) -> tuple[LoadedCheckpoint
     model = compact_trocr.build_model(tokenizer, config.get("encoder"), config.get("decoder"), config["max_length"])
     encoder_config = model.config.encoder
 
-    def preprocess(crops):
+    def preprocess(crops, lines=False):
         return compact_trocr.prepare_pixels(crops, encoder_config.image_height, encoder_config.image_width)
 
     return LoadedCheckpoint(model, tokenizer, preprocess), state
@@ -195,9 +208,10 @@ class Trainer:
             for module in self.batch_norms:
                 module.eval()
 
-    def step(self, crops: list[Image.Image], texts: list[str]) -> float:
+    def step(self, crops: list[Image.Image], texts: list[str], lines: bool | list[bool] = False) -> float:
+        """One optimiser step; `lines`: which crops are whole lines (read at their full width)."""
         model = self.checkpoint.model
-        pixel_values = self.checkpoint.preprocess(crops).to(self.device)
+        pixel_values = self.checkpoint.preprocess(crops, lines).to(self.device)
         labels = label_ids(self.checkpoint.tokenizer, texts, self.decoder_start, self.eos, self.config["max_length"])
         with torch.set_grad_enabled(self.encoder_learns):
             encoder_outputs = model.encoder(pixel_values=pixel_values)
@@ -209,7 +223,7 @@ class Trainer:
         with own_columns(model, columns, width):
             loss = model(encoder_outputs=encoder_outputs, labels=labels.to(self.device)).loss
         if self.teacher is not None:
-            loss = loss + self.distill_weight * self._distance_to_teacher(crops, encoder_outputs, columns)
+            loss = loss + self.distill_weight * self._distance_to_teacher(crops, encoder_outputs, columns, lines)
         if self.ctc_weight:
             log_probs = model.encoder.ctc_logits(encoder_outputs.last_hidden_state).log_softmax(-1)
             targets, target_lengths = ctc_targets(texts)
@@ -223,12 +237,14 @@ class Trainer:
         self.optimizer.step()
         return loss.item()
 
-    def _distance_to_teacher(self, crops: list[Image.Image], outputs, columns: list[int]) -> torch.Tensor:
+    def _distance_to_teacher(
+        self, crops: list[Image.Image], outputs, columns: list[int], lines: bool | list[bool] = False
+    ) -> torch.Tensor:
         """Mean squared distance between the student's encoder states and the teacher's, resampled (linearly) to the
         student's columns, over each crop's own columns. Both read the same crops, so a crop spans about the same
         share of its batch's width in both (each pads to its widest crop)."""
         with torch.no_grad():
-            pixels = self.teacher.preprocess(crops).to(self.device)
+            pixels = self.teacher.preprocess(crops, lines).to(self.device)
             target = self.teacher.model.encoder(pixel_values=pixels).last_hidden_state
         states = outputs.last_hidden_state
         target = F.interpolate(target.transpose(1, 2), size=states.shape[1], mode="linear", align_corners=False)
@@ -329,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     while step < args.max_steps and time.perf_counter() - started < budget:
         batch = [rng.choice(rng.choice(train_sets)) for _ in range(config["batch_size"])]
         crops = [jitter_crop(Image.open(p).convert("L"), rng, config.get("box_jitter", 0.0)) for p, _ in batch]
-        loss = trainer.step(crops, [t for _, t in batch])
+        loss = trainer.step(crops, [t for _, t in batch], [is_line(p) for p, _ in batch])
         scheduler.step()
         step += 1
         running = loss if running is None else 0.98 * running + 0.02 * loss

@@ -84,21 +84,25 @@ def load_checkpoint(model_dir: str | Path, device: str = "cpu") -> LoadedCheckpo
     if encoder_config.model_type == compact_trocr.MODEL_TYPE:
         height, width = encoder_config.image_height, encoder_config.image_width
 
-        def preprocess(crops: list[Image.Image]) -> torch.Tensor:
+        def preprocess(crops: list[Image.Image], lines: bool | list[bool] = False) -> torch.Tensor:
             return compact_trocr.prepare_pixels(crops, height, width)
 
         image_processor = None
     elif encoder_config.model_type == ppocr_encoder.MODEL_TYPE:
-        shape = encoder_config.image_height, encoder_config.max_width, encoder_config.width_scale
+        height, max_width = encoder_config.image_height, encoder_config.max_width
+        width_scale = encoder_config.width_scale
 
-        def preprocess(crops: list[Image.Image]) -> torch.Tensor:
-            return ppocr_encoder.prepare_pixels(crops, *shape)
+        def preprocess(crops: list[Image.Image], lines: bool | list[bool] = False) -> torch.Tensor:
+            """`lines`: which crops are whole lines (read at their full width, as the service reads them)."""
+            flags = [lines] * len(crops) if isinstance(lines, bool) else lines
+            scales = [1.0 if line else width_scale for line in flags]
+            return ppocr_encoder.prepare_pixels(crops, height, max_width, scales)
 
         image_processor = None
     else:  # a stock TrOCR: its own image processor (resize to 384x384, normalise)
         image_processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
 
-        def preprocess(crops: list[Image.Image]) -> torch.Tensor:
+        def preprocess(crops: list[Image.Image], lines: bool | list[bool] = False) -> torch.Tensor:
             rgb = [crop.convert("RGB") for crop in crops]
             return image_processor(images=rgb, return_tensors="pt").pixel_values
 

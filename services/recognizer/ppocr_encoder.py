@@ -313,7 +313,7 @@ AutoModel.register(PPOCREncoderConfig, PPOCREncoderModel)
 
 
 def prepare_pixels(
-    crops: list[Image.Image], height: int, max_width: int, width_scale: float = ppocr_pixels.WIDTH_SCALE
+    crops: list[Image.Image], height: int, max_width: int, width_scale: float | list[float] = ppocr_pixels.WIDTH_SCALE
 ) -> torch.Tensor:
     """`ppocr_pixels.prepare_pixels` as a tensor."""
     return torch.from_numpy(ppocr_pixels.prepare_pixels(crops, height, max_width, width_scale))

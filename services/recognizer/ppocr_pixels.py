@@ -4,6 +4,7 @@ belong to which crop. numpy only: the torch-free serving path (`services.recogni
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -37,22 +38,24 @@ def own_width(content: int) -> int:
 
 
 def prepare_pixels(
-    crops: list[Image.Image], height: int, max_width: int, width_scale: float = WIDTH_SCALE
+    crops: list[Image.Image], height: int, max_width: int, width_scale: float | Sequence[float] = WIDTH_SCALE
 ) -> np.ndarray:
     """Crops of any mode -> (N, 3, height, W) float32 in [-1, 1] (PP-OCR's `(pixel / 255 - 0.5) / 0.5`).
 
     Each crop is made grayscale, contrast-stretched, resized to `height` keeping its aspect times `width_scale`
-    (bilinear), squeezed to `max_width` if wider, given `RIGHT_MARGIN` of white paper (`own_width`) and copied into
-    all three channels. The batch is then padded to its widest crop with `PADDING`, which the encoder masks out.
+    (bilinear; one scale for all, or one per crop), squeezed to `max_width` if wider, given `RIGHT_MARGIN` of
+    white paper (`own_width`) and copied into all three channels. The batch is then padded to its widest crop
+    with `PADDING`, which the encoder masks out.
     """
+    scales = [width_scale] * len(crops) if isinstance(width_scale, (int, float)) else list(width_scale)
     arrays = []
-    for crop in crops:
+    for crop, scale in zip(crops, scales, strict=True):
         gray = np.asarray(crop if crop.mode == "L" else crop.convert("L"), dtype=np.float32)
         low, high = np.percentile(gray, CONTRAST_PERCENTILES)
         if high - low >= MIN_CONTRAST:
             gray = np.clip((gray - low) * (255.0 / (high - low)), 0, 255)
         stretched = gray.astype(np.uint8)
-        new_width = content_width(stretched.shape[1], stretched.shape[0], height, max_width, width_scale)
+        new_width = content_width(stretched.shape[1], stretched.shape[0], height, max_width, scale)
         resized = Image.fromarray(stretched).resize((new_width, height), resample=Image.BILINEAR)
         own = np.ones((height, own_width(new_width)), dtype=np.float32)
         own[:, :new_width] = np.asarray(resized, dtype=np.float32) / 127.5 - 1.0
