@@ -71,9 +71,9 @@ def in_process(image_bytes: bytes, repeats: int) -> tuple[list[float], dict]:
         detect_times.append(time.perf_counter() - started)
         return result
 
-    def timed_recognize(crops):
+    def timed_recognize(*args, **kwargs):
         started = time.perf_counter()
-        result = recognize(crops)
+        result = recognize(*args, **kwargs)
         recognize_times.append(time.perf_counter() - started)
         return result
 

@@ -1,7 +1,8 @@
 """The prepared run for a lent GPU machine (scripts/gpu_run.sh), checked here on the CPU: benchmarks/gpu.py needs
 only what such a machine has (torch, transformers, pillow, numpy) and the wheels scripts/gpu_wheels.sh fetches
 (rapidfuzz, ultralytics), in a process where the service's other packages cannot be imported; benchmarks/load.py
-runs as the script calls it, and counts refusals as the GPU run needed them told apart."""
+runs as the script calls it, and counts refusals as the GPU run needed them told apart; and benchmarks/latency.py's
+in-process row."""
 
 from __future__ import annotations
 
@@ -94,3 +95,12 @@ def test_the_load_benchmark_counts_refusals_without_a_retry_delay_apart():
         server.stop(0)
     assert set(row["codes"]) == {"RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED without RetryInfo"}
     assert row["codes"]["RESOURCE_EXHAUSTED without RetryInfo"] >= 2 and row["pages_per_min"] == 0
+
+
+def test_the_latency_benchmarks_in_process_row_reads_the_sample_page(sample_page):
+    """benchmarks/latency.py times the models by wrapping their `predict`: the wrapper passes on whatever the pipeline
+    gives them (the recognizer's `lines` flag once broke it)."""
+    from benchmarks.latency import in_process
+
+    totals, stages = in_process(sample_page.read_bytes(), repeats=1)
+    assert len(totals) == 1 and stages["words"] >= 80 and stages["recognizer"] > 0
