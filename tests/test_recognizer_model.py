@@ -59,7 +59,7 @@ def test_batches_of_similar_widths_come_back_in_the_order_sent(tiny_recognizer_d
     recognizer = Recognizer(tiny_recognizer_dir, batch_size=2, max_new_tokens=2)
     batches = []
 
-    def by_width(batch, lines=False):
+    def by_width(batch, lines):
         batches.append([crop.width for crop in batch])
         return [(Recognition(str(crop.width), 1.0), 0.0) for crop in batch]
 
@@ -399,24 +399,25 @@ def test_training_and_serving_read_the_shipped_models_crops_at_its_width_scale()
     assert np.array_equal(mixed[1, :, :, :120], full[1, :, :, :120])
 
 
-def test_the_recognizer_service_reads_a_calls_word_crops_and_lines_apart():
-    """One model call holds several requests' crops: words and lines are read by separate `predict` calls (at their
-    own widths) and each crop's reading comes back in its place."""
-    from services.common.settings import RecognizerSettings
+def test_word_crops_and_lines_read_in_one_call_as_each_alone(sample_page):
+    """A model call of several requests may hold word crops and whole lines: each is read at its own width, as it
+    is read alone; the service hands each crop's request flag (`RecognizeRequest.lines`) to the model."""
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR, RecognizerSettings
     from services.recognizer.server import RecognizerServicer
 
+    recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR)
+    crops = _page_crops(sample_page, 4)
+    flags = [False, True, False, True]
+    together = recognizer.predict(crops, flags)
+    alone = [recognizer.predict([crop], flag)[0] for crop, flag in zip(crops, flags, strict=True)]
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert [r.confidence for r in together] == pytest.approx([r.confidence for r in alone], abs=1e-4)
+    assert recognizer.predict(crops[1:2], True)[0].char_positions != recognizer.predict(crops[1:2])[0].char_positions
+
     servicer = RecognizerServicer(RecognizerSettings())
-    calls = []
-
-    class Stub:
-        def predict(self, crops, lines=False):
-            calls.append(([crop.width for crop in crops], lines))
-            return [Recognition(f"{crop.width}{'L' if lines else 'W'}", 1.0) for crop in crops]
-
-    servicer.recognizer = Stub()
-    items = [(Image.new("L", (width, 8)), lines) for width, lines in ((1, True), (2, False), (3, True), (4, False))]
-    assert [r.text for r in servicer._predict(items)] == ["1L", "2W", "3L", "4W"]
-    assert calls == [([2, 4], False), ([1, 3], True)]
+    servicer.recognizer = recognizer
+    served = servicer.runner.function(list(zip(crops, flags, strict=True)))
+    assert [(r.text, r.char_positions) for r in served] == [(r.text, r.char_positions) for r in together]
 
 
 def test_a_small_call_is_shared_among_the_workers(tiny_recognizer_dir):
@@ -425,7 +426,7 @@ def test_a_small_call_is_shared_among_the_workers(tiny_recognizer_dir):
     recognizer = Recognizer(tiny_recognizer_dir, max_new_tokens=2, workers=2, encoder_batch_size=8)
     sizes = []
     read = recognizer._predict_batch
-    recognizer._predict_batch = lambda batch, lines=False: (sizes.append(len(batch)), read(batch, lines))[1]
+    recognizer._predict_batch = lambda batch, lines: (sizes.append(len(batch)), read(batch, lines))[1]
     recognizer.predict(crops(3))
     assert sorted(sizes) == [1, 2]
     sizes.clear()
@@ -535,11 +536,11 @@ def test_unsure_slanted_crops_keep_the_better_of_two_readings(sample_page):
     lexicon = find_lexicon(DEFAULT_RECOGNIZER_DIR)
     once = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=lexicon, deslant_below=0)
     always = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=lexicon, deslant_below=1.01)
-    first = once._read(leaning)
+    first = once._read(leaning, [False] * len(leaning))
     shears = [slant.estimate_shear(crop) for crop in leaning]
     assert all(abs(shear) >= MIN_SLANT for shear in shears)
     upright = [slant.shear_crop(crop, shear) for crop, shear in zip(leaning, shears, strict=True)]
-    second = once._read([image for image, _ in upright])
+    second = once._read([image for image, _ in upright], [False] * len(upright))
     got = always.predict(leaning)
     assert [r.text for r in once.predict(leaning)] == [r.text for r, _ in first]  # 0: one reading
     kept_second = 0

@@ -109,12 +109,8 @@ def evaluate(
         **options,
     )
     started = time.perf_counter()
-    predictions = [None] * len(rows)
-    for lines in (False, True):
-        indices = [i for i, (path, _) in enumerate(rows) if is_line(path) == lines]
-        read = recognizer.predict([Image.open(rows[i][0]).convert("L") for i in indices], lines)
-        for index, prediction in zip(indices, read, strict=True):
-            predictions[index] = prediction
+    crops = [Image.open(path).convert("L") for path, _ in rows]
+    predictions = recognizer.predict(crops, [is_line(path) for path, _ in rows])
     seconds = time.perf_counter() - started
     references = [text for _, text in rows]
     hypotheses = [p.text for p in predictions]

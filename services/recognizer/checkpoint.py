@@ -21,7 +21,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoder
 from transformers.modeling_outputs import BaseModelOutput
 
 # compact_trocr and ppocr_encoder register their encoders with AutoModel when imported
-from services.recognizer import compact_trocr, ppocr_encoder
+from services.recognizer import compact_trocr, ppocr_encoder, ppocr_pixels
 from services.recognizer.model import DTYPE_NAMES
 
 # the types the model may run in where torch runs it (HW_DTYPE): half precision is for GPUs
@@ -94,9 +94,9 @@ def load_checkpoint(model_dir: str | Path, device: str = "cpu") -> LoadedCheckpo
 
         def preprocess(crops: list[Image.Image], lines: bool | list[bool] = False) -> torch.Tensor:
             """`lines`: which crops are whole lines (read at their full width, as the service reads them)."""
-            flags = [lines] * len(crops) if isinstance(lines, bool) else lines
-            scales = [1.0 if line else width_scale for line in flags]
-            return ppocr_encoder.prepare_pixels(crops, height, max_width, scales)
+            return ppocr_encoder.prepare_pixels(
+                crops, height, max_width, ppocr_pixels.crop_scales(width_scale, lines, len(crops))
+            )
 
         image_processor = None
     else:  # a stock TrOCR: its own image processor (resize to 384x384, normalise)

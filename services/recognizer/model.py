@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,12 +140,12 @@ class Recognizer:
         if self.ppocr:
             height, max_width = encoder_config["image_height"], encoder_config["max_width"]
             # word crops at the model's width scale; whole lines at their full width, where the spaces are
-            scales = {False: encoder_config.get("width_scale", ppocr_pixels.WIDTH_SCALE), True: 1.0}
+            width_scale = encoder_config.get("width_scale", ppocr_pixels.WIDTH_SCALE)
             self.preprocess = lambda crops, lines=False: ppocr_pixels.prepare_pixels(
-                crops, height, max_width, scales[lines]
+                crops, height, max_width, ppocr_pixels.crop_scales(width_scale, lines, len(crops))
             )
-            self._content_fraction = lambda crop, lines: ppocr_pixels.content_fraction(
-                crop, height, max_width, scales[lines]
+            self._content_fraction = lambda crop, line: ppocr_pixels.content_fraction(
+                crop, height, max_width, 1.0 if line else width_scale
             )
         else:
             self.preprocess = lambda crops, lines=False: self.torch.preprocess(crops)
@@ -194,17 +195,18 @@ class Recognizer:
             extra={"model_dir": str(model_dir), "device": device, "graphs": "folder" if bundle else "exported"},
         )
 
-    def predict(self, crops: list[Image.Image], lines: bool = False) -> list[Recognition]:
-        """One reading per crop, in order. `lines`: the crops are whole lines of words (read at their full width,
-        where word crops are read at the model's width scale)."""
+    def predict(self, crops: list[Image.Image], lines: bool | Sequence[bool] = False) -> list[Recognition]:
+        """One reading per crop, in order. `lines`: which crops are whole lines of words (one flag for all, or one
+        per crop), read at their full width where word crops are read at the model's width scale."""
         if not crops:
             return []
-        readings = self._read(crops, lines)
+        flags = [lines] * len(crops) if isinstance(lines, bool) else list(lines)
+        readings = self._read(crops, flags)
         if self.deslant_below > 0:
-            self._read_deslanted(crops, readings, lines)
+            self._read_deslanted(crops, readings, flags)
         return [recognition for recognition, _ in readings]
 
-    def _read(self, crops: list[Image.Image], lines: bool = False) -> list[tuple[Recognition, float]]:
+    def _read(self, crops: list[Image.Image], lines: list[bool]) -> list[tuple[Recognition, float]]:
         """Each crop's reading and its score (what chose it among the candidates)."""
         # batches of similar widths: less padding to compute
         order = sorted(range(len(crops)), key=lambda i: crops[i].width / max(1, crops[i].height))
@@ -218,7 +220,7 @@ class Recognizer:
         batches = [[i for c in group for i in chunks[c]] for group in np.array_split(np.arange(len(chunks)), count)]
         run = self._pool.map if self._pool is not None and len(batches) > 1 else map
         results: list[tuple[Recognition, float] | None] = [None] * len(crops)
-        reads = run(lambda batch: self._predict_batch([crops[i] for i in batch], lines), batches)
+        reads = run(lambda batch: self._predict_batch([crops[i] for i in batch], [lines[i] for i in batch]), batches)
         for batch, read in zip(batches, reads, strict=True):
             for index, result in zip(batch, read, strict=True):
                 results[index] = result
@@ -234,7 +236,7 @@ class Recognizer:
         if not slanted:
             return
         sheared = [slant.shear_crop(crops[i], shear) for i, shear in slanted]
-        second = self._read([image for image, _ in sheared], lines)
+        second = self._read([image for image, _ in sheared], [lines[i] for i, _ in slanted])
         for (i, _), (image, added), (recognition, score) in zip(slanted, sheared, second, strict=True):
             if score > readings[i][1]:
                 width = crops[i].width
@@ -243,7 +245,7 @@ class Recognizer:
                 )
                 readings[i] = (Recognition(recognition.text, recognition.confidence, positions), score)
 
-    def _predict_batch(self, crops: list[Image.Image], lines: bool = False) -> list[tuple[Recognition, float]]:
+    def _predict_batch(self, crops: list[Image.Image], lines: list[bool]) -> list[tuple[Recognition, float]]:
         rescored = self.lexicon is not None or self.ctc_weight > 0  # readings are chosen among candidates
         n_best = self.n_best if rescored else 1
         beams = max(self.beam_size, n_best)
@@ -254,7 +256,7 @@ class Recognizer:
         size = self.encoder_batch_size if onnx_decoding else len(crops)
         encoded, ctc_log_probs = [], []
         for start in range(0, len(crops), size):
-            pixels = self.preprocess(crops[start : start + size], lines)
+            pixels = self.preprocess(crops[start : start + size], lines[start : start + size])
             encoder_states, ctc_logits = self._encode(pixels)
             encoded.append(self._encoded(encoder_states, pixels))  # once: decoding and near-word scoring share it
             if self.ctc_weight:
@@ -311,7 +313,8 @@ class Recognizer:
         results = []
         for crop, readings in enumerate(groups):
             text, log_prob, confidence = readings[self._best(readings)]
-            positions = ctc.positions(crop, text, self._content_fraction(crops[crop], lines)) if ctc is not None else ()
+            fraction = self._content_fraction(crops[crop], lines[crop])
+            positions = ctc.positions(crop, text, fraction) if ctc is not None else ()
             results.append((Recognition(text, confidence, positions), self._score_of(text, log_prob)))
         return results
 

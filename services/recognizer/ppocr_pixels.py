@@ -25,6 +25,13 @@ WIDTH_SCALE = 1.0
 PADDING = -2.0
 
 
+def crop_scales(width_scale: float, lines: bool | Sequence[bool], count: int) -> list[float]:
+    """Each of `count` crops' width scale: the model's `width_scale` for word crops, 1 for whole lines (`lines`: one
+    flag for all, or one per crop), where squeezing would close the spaces between the words."""
+    flags = [lines] * count if isinstance(lines, bool) else list(lines)
+    return [1.0 if line else width_scale for line in flags]
+
+
 def content_width(width: int, crop_height: int, height: int, max_width: int, width_scale: float = WIDTH_SCALE) -> int:
     """The width in pixels a crop `width` x `crop_height` is read at: `height` tall, its aspect times `width_scale`,
     at most `max_width`."""

@@ -18,7 +18,7 @@ from services.common.servicer import ModelNotReady, rpc_errors
 from services.common.settings import RecognizerSettings
 from services.common.tracing import span
 from services.recognizer.lexicon import find_lexicon
-from services.recognizer.model import Recognition, Recognizer
+from services.recognizer.model import Recognizer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecognizerService"].full_name
 
@@ -29,8 +29,9 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
         self.recognizer: Recognizer | None = None
         self.metrics = Metrics(settings.service_name, settings.metrics == "emf", settings.metrics_interval_seconds)
         # crops of concurrent requests (several pages' batches) read in one model call
+        # each item a crop and whether it is a whole line (its request's `lines`)
         self.runner = BatchingRunner(
-            self._predict,
+            lambda items: self.recognizer.predict([crop for crop, _ in items], [line for _, line in items]),
             max_items=settings.batch_max_crops,
             max_wait=settings.batch_wait_ms / 1000,
             max_queue=settings.batch_max_queue,
@@ -40,17 +41,6 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
         # what the scaling policy reads: crops waiting for the model, per task
         self.metrics.gauge("QueueDepth", lambda: self.runner.pending_items)
         self.metrics.declare_counts("Crops", "Batches")
-
-    def _predict(self, items: list[tuple[Image.Image, bool]]) -> list[Recognition]:
-        """One model call's crops, of several requests: (crop, whether it is a whole line) -> its reading."""
-        results: list[Recognition | None] = [None] * len(items)
-        for lines in (False, True):
-            indices = [i for i, (_, is_line) in enumerate(items) if is_line == lines]
-            if indices:
-                read = self.recognizer.predict([items[i][0] for i in indices], lines)
-                for index, result in zip(indices, read, strict=True):
-                    results[index] = result
-        return results
 
     def _batch_done(self, crops: int, seconds: float) -> None:
         self.metrics.count("Batches")
