@@ -226,7 +226,9 @@ class Recognizer:
                 results[index] = result
         return results
 
-    def _read_deslanted(self, crops: list[Image.Image], readings: list[tuple[Recognition, float]], lines: bool) -> None:
+    def _read_deslanted(
+        self, crops: list[Image.Image], readings: list[tuple[Recognition, float]], lines: list[bool]
+    ) -> None:
         """Read again, sheared upright, the crops read with a confidence under `deslant_below` whose ink leans by
         MIN_SLANT or more; keep whichever of the two readings scores better. Character positions are mapped
         back to the crop as it was."""
