@@ -422,3 +422,30 @@ def test_the_encoder_learns_at_another_input_height_with_its_batch_norms_kept(tm
     )
     assert any(not torch.equal(p, weights[name]) for name, p in checkpoint.model.encoder.named_parameters())
     assert len(Recognizer(out).predict([crop])) == 1
+
+
+def test_with_the_decoder_frozen_only_the_encoder_learns_from_its_loss(tmp_path):
+    """`freeze_decoder` (the cheaper-input recipe, `recognizer_ppocr_h40.json`): the shipped decoder stays as it was
+    and in eval mode (no dropout), while its loss still reaches the encoder, which learns."""
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+    from training import encoder_input
+
+    out = tmp_path / "h40"
+    encoder_input.write(DEFAULT_RECOGNIZER_DIR, out, height=40)
+    checkpoint = load_checkpoint(out)
+    config = json.loads(Path("training/configs/recognizer_ppocr_h40.json").read_text())
+    assert config["freeze_decoder"] and config["distill_from"] == "models/recognizer"
+    # the decoder's loss alone: no distillation, no CTC loss
+    trainer = train_recognizer.Trainer(checkpoint, {**config, "distill_from": None, "ctc_weight": 0.0}, "cpu")
+    model = checkpoint.model
+    assert not model.decoder.training and model.encoder.training
+    assert all(not p.requires_grad for p in model.decoder.parameters())
+    decoder = {name: p.detach().clone() for name, p in model.decoder.named_parameters()}
+    encoder = {name: p.detach().clone() for name, p in model.encoder.named_parameters()}
+    crop = Image.new("L", (120, 30), 255)
+    ImageDraw.Draw(crop).text((8, 8), "ink", fill=0)
+    trainer.step([crop, crop.resize((90, 24))], ["ink", "ink"])
+    assert all(torch.equal(p, decoder[name]) for name, p in model.decoder.named_parameters())
+    assert any(not torch.equal(p, encoder[name]) for name, p in model.encoder.named_parameters())
+    trainer.train(True)
+    assert not model.decoder.training

@@ -162,6 +162,11 @@ class Trainer:
             for part in parts:
                 getattr(model.encoder, part).requires_grad_(True)
         self.encoder_learns = not self.frozen or bool(parts)
+        # `freeze_decoder`: the decoder stays as loaded (and in eval mode), its loss still teaching the encoder: a
+        # cheaper input (training.encoder_input) learning to give the states the shipped decoder reads
+        self.decoder_frozen = bool(config.get("freeze_decoder"))
+        if self.decoder_frozen:
+            model.decoder.requires_grad_(False)
         ctc_learns = has_ctc and (not self.frozen or "ctc_head" in parts)
         self.ctc_weight = config.get("ctc_weight", 0) if ctc_learns else 0
         self.ctc_loss = torch.nn.CTCLoss(blank=0, zero_infinity=True)
@@ -200,6 +205,8 @@ class Trainer:
         self.checkpoint.model.train(on)
         if self.frozen:
             self.checkpoint.model.encoder.eval()
+        if self.decoder_frozen:
+            self.checkpoint.model.decoder.eval()
         if self.freeze_batch_norm:
             for module in self.batch_norms:
                 module.eval()
