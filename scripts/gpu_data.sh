@@ -22,10 +22,11 @@ cp -r "$REAL_DEV" .gpudata/real-dev
 DEV=${DEV:-data/synth-s17}
 if [ -d "$DEV/recognizer/val" ]; then
   mkdir -p .gpudata/dev-crops
-  { head -n 150 "$DEV/recognizer/val/labels.tsv" | sed 's|^|words/|'; head -n 150 "$DEV/recognizer-lines/val/labels.tsv" | sed 's|^|lines/|'; } >.gpudata/dev-crops/labels.tsv
-  mkdir -p .gpudata/dev-crops/words .gpudata/dev-crops/lines
+  # (the lines under recognizer-lines/val/, the folder train_recognizer.is_line reads whole lines from)
+  { head -n 150 "$DEV/recognizer/val/labels.tsv" | sed 's|^|words/|'; head -n 150 "$DEV/recognizer-lines/val/labels.tsv" | sed 's|^|recognizer-lines/val/|'; } >.gpudata/dev-crops/labels.tsv
+  mkdir -p .gpudata/dev-crops/words .gpudata/dev-crops/recognizer-lines/val
   head -n 150 "$DEV/recognizer/val/labels.tsv" | cut -f1 | sed "s|^|$DEV/recognizer/val/|" | xargs cp -t .gpudata/dev-crops/words/
-  head -n 150 "$DEV/recognizer-lines/val/labels.tsv" | cut -f1 | sed "s|^|$DEV/recognizer-lines/val/|" | xargs cp -t .gpudata/dev-crops/lines/
+  head -n 150 "$DEV/recognizer-lines/val/labels.tsv" | cut -f1 | sed "s|^|$DEV/recognizer-lines/val/|" | xargs cp -t .gpudata/dev-crops/recognizer-lines/val/
 fi
 PYTHONPATH=. "${PYTHON:-.venv/bin/python}" - <<'PY'
 import shutil
