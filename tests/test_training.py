@@ -449,3 +449,16 @@ def test_with_the_decoder_frozen_only_the_encoder_learns_from_its_loss(tmp_path)
     assert any(not torch.equal(p, encoder[name]) for name, p in model.encoder.named_parameters())
     trainer.train(True)
     assert not model.decoder.training
+
+
+def test_make_data_needs_only_the_fonts_of_the_splits_it_renders(monkeypatch, tmp_path):
+    """Training pages alone need the training hands alone: the prepared GPU run carries no evaluation hands (and that
+    machine has no npm to fetch them)."""
+    asked = []
+    monkeypatch.setattr(make_data, "ensure_fonts", lambda families: asked.append(list(families)) or [])
+    monkeypatch.setattr(make_data, "make_split", lambda *args: None)
+    monkeypatch.setattr(make_data, "write_yolo_yaml", lambda out: out)
+    make_data.main(["--out", str(tmp_path), "--train-pages", "2", "--val-pages", "0"])
+    make_data.main(["--out", str(tmp_path), "--train-pages", "0", "--val-pages", "2"])
+    make_data.main(["--out", str(tmp_path), "--train-pages", "1", "--val-photos", "1"])
+    assert asked == [training_families(), list(EVAL_FAMILIES), training_families() + list(EVAL_FAMILIES)]
