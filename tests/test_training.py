@@ -452,8 +452,8 @@ def test_with_the_decoder_frozen_only_the_encoder_learns_from_its_loss(tmp_path)
 
 
 def test_make_data_needs_only_the_fonts_of_the_splits_it_renders(monkeypatch, tmp_path):
-    """Training pages alone need the training hands alone: the prepared GPU run carries no evaluation hands (and that
-    machine has no npm to fetch them)."""
+    """Training pages alone need the training hands alone: the prepared GPU run carries no evaluation hands, and
+    that machine cannot reach npm's registry to fetch them."""
     asked = []
     monkeypatch.setattr(make_data, "ensure_fonts", lambda families: asked.append(list(families)) or [])
     monkeypatch.setattr(make_data, "make_split", lambda *args: None)

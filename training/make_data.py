@@ -141,10 +141,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    # fonts are installed once, before the workers start: those of the splits asked for (a machine rendering training
-    # pages alone need not hold the evaluation hands: scripts/gpu_train.sh's carries the training hands only)
-    families = training_families() if args.train_pages or args.train_strips or args.train_photos else []
-    ensure_fonts(families + (list(EVAL_FAMILIES) if args.val_pages or args.val_strips or args.val_photos else []))
+    # fonts are installed once, before the workers start, for the splits asked for only: the prepared GPU run
+    # (scripts/gpu_train.sh) renders training pages and carries the training hands alone
+    train = training_families() if args.train_pages or args.train_strips or args.train_photos else []
+    val = list(EVAL_FAMILIES) if args.val_pages or args.val_strips or args.val_photos else []
+    ensure_fonts(train + val)
     make_split(args.out, "train", args.train_pages, args.seed, args.workers, args.train_strips, args.train_photos)
     make_split(args.out, "val", args.val_pages, args.seed + 1, args.workers, args.val_strips, args.val_photos)
     print(f"detector dataset: {write_yolo_yaml(args.out)}")
