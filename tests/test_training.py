@@ -462,3 +462,27 @@ def test_make_data_needs_only_the_fonts_of_the_splits_it_renders(monkeypatch, tm
     make_data.main(["--out", str(tmp_path), "--train-pages", "0", "--val-pages", "2"])
     make_data.main(["--out", str(tmp_path), "--train-pages", "1", "--val-photos", "1"])
     assert asked == [training_families(), list(EVAL_FAMILIES), training_families() + list(EVAL_FAMILIES)]
+
+
+def test_training_batches_hold_crops_of_like_widths(tmp_path):
+    """Each dataset gives half of the crops whatever its size, but a batch holds crops of like widths: a batch is
+    padded to its widest crop, and a word in a batch of lines cost a line's width of computing."""
+
+    def folder(name: str, widths: list[int]) -> list[tuple[Path, str]]:
+        (tmp_path / name).mkdir()
+        for index, width in enumerate(widths):
+            Image.new("L", (width, 20), 255).save(tmp_path / name / f"{index}.png")
+        return [(tmp_path / name / f"{index}.png", "x") for index in range(len(widths))]
+
+    words = folder("words", [20 + 5 * i for i in range(30)])
+    lines = folder("lines", [400 + 10 * i for i in range(6)])
+    draws = train_recognizer.batches([words, lines], 4, random.Random(0), pool=8)
+    drawn = [next(draws) for _ in range(400)]
+    assert all(len(batch) == 4 for batch in drawn)
+    kinds = [{path.parent.name for path, _ in batch} for batch in drawn]
+    share = sum(path.parent.name == "lines" for batch in drawn for path, _ in batch) / (4 * len(drawn))
+    assert 0.45 < share < 0.55
+    # of each 8 batches drawn together, one at most holds words and lines (crop by crop: 7 in 8 would)
+    assert sum(len(kind) > 1 for kind in kinds) <= len(drawn) // 8
+    # and the batches of a draw come out in random order, not narrowest first
+    assert len({index % 8 for index, kind in enumerate(kinds) if kind == {"lines"}}) == 8
