@@ -52,10 +52,8 @@ def batches(train_sets: list[list[tuple[Path, str]]], batch_size: int, rng: rand
     """Endless training batches of (path, text). `pool` batches' crops are drawn at once, each from a dataset chosen
     at random (every dataset alike, whatever its size: words and lines, say), sorted by their aspect and cut into
     batches, which come out in random order: a batch is padded to its widest crop, so crops of like widths go
-    together (transformers' Trainer does the same with `group_by_length`). Drawn crop by crop (`pool` 1), half of a
-    batch were lines whenever lines were given and every word of it was padded to a line's width: the 40 px recipe
-    took 4.84 s a step on words and lines here, 2.25 s so; 0.86 and 0.61 s on words alone, where 8 minutes each
-    way read its 300 development crops at 0.0292 and 0.0279 (models/recognizer/README.md)."""
+    together (transformers' Trainer does the same with `group_by_length`). `pool` 1 draws each batch on its own, as
+    before 2026-12-05 (measured against it: models/recognizer/README.md, "Training batches of like widths")."""
     while True:
         rows = [rng.choice(rng.choice(train_sets)) for _ in range(pool * batch_size)]
         rows.sort(key=lambda row: _aspect(row[0]))
