@@ -100,10 +100,13 @@ def test_the_port_computes_what_the_onnx_computes():
 
 def test_each_crops_own_columns_are_the_same_in_half_precision():
     """HW_DTYPE runs the encoder in float16 or bfloat16: each crop's share of a padded batch (the masks, and the CTC
-    columns it owns) is still computed in float32; in bfloat16 it put the crop's last column one off."""
+    columns it owns) is counted in integers; computed in bfloat16, it put the crop's last column one off."""
     crops = [Image.new("L", (width, 40), 255) for width in range(30, 1200, 37)]
     pixels = ppocr_encoder.prepare_pixels(crops, 48, 1600)
     owned = ppocr_encoder.PPOCREncoderModel.owned_columns
+    _, counts = ppocr_encoder.split_padding(pixels.bfloat16())  # what the encoder's masks are made of
     for columns in range(50, 400, 7):
         expected = owned(pixels, columns)
         assert owned(pixels.bfloat16(), columns) == expected and owned(pixels.half(), columns) == expected
+        masks = ppocr_encoder._columns(counts, columns, torch.bfloat16)  # (N, 1, 1, columns)
+        assert masks.float().sum(dim=-1).flatten().int().tolist() == expected

@@ -665,7 +665,9 @@ def test_an_int8_encoder_from_quantize_encoder_serves_through_encoder_onnx(sampl
 def test_openvino_runs_the_encoder_graph_as_onnx_runtime_and_in_bfloat16_nearly_so(sample_page):
     """`OpenVinoEncoder` (HW_DTYPE=bfloat16 on a CPU) runs the exported graph: in float32 it gives ONNX Runtime's
     outputs, on a padded batch called from two threads at once (one infer request each); in bfloat16 (where the
-    CPU has it) the CTC head's best character at each of a crop's own columns is nearly always the same."""
+    CPU has it) the CTC head's best character at each of a crop's own columns is nearly always the same, and the
+    states are within 6% of float32's (relative L2; 3% measured: while the graph's masks were fractions of the
+    width, OpenVINO computed them in bfloat16 too, cut crops a column off, and the states were 13.5% off)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from services.common.settings import DEFAULT_RECOGNIZER_DIR
@@ -687,13 +689,18 @@ def test_openvino_runs_the_encoder_graph_as_onnx_runtime_and_in_bfloat16_nearly_
     half = OpenVinoEncoder(graph)
     assert half.precision in ("bf16", "f32")  # f32 where the CPU has no bfloat16
     same = total = 0
-    for batch, (_, ctc) in zip(batches, expected, strict=True):
+    errors = references = 0.0
+    for batch, (hidden, ctc) in zip(batches, expected, strict=True):
         own = ppocr_pixels.owned_columns(batch, ctc.shape[1])
-        best = half(batch)[1].argmax(-1)
+        half_hidden, half_ctc = half(batch)
+        errors += float(((half_hidden - hidden) ** 2).sum())
+        references += float((hidden**2).sum())
+        best = half_ctc.argmax(-1)
         for row, columns in enumerate(own):
             same += int((best[row, :columns] == ctc[row, :columns].argmax(-1)).sum())
             total += columns
     assert same >= 0.97 * total
+    assert (errors / references) ** 0.5 < 0.06
 
 
 def test_bfloat16_without_openvino_says_what_to_install(monkeypatch):
@@ -803,3 +810,4 @@ def test_a_serving_folder_reads_as_the_weights_do_without_torch(sample_page, tmp
     meta.write_text(meta.read_text().replace(onnx_sessions.file_digest(folder / onnx_bundle.WEIGHTS), "0" * 64))
     with pytest.raises(ValueError, match="other weights"):
         Recognizer(folder)
+

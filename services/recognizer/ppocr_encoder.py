@@ -31,6 +31,8 @@ from services.recognizer import characters, ppocr_pixels
 from services.recognizer.ppocr_pixels import PADDING, RIGHT_MARGIN  # noqa: F401 (re-exported)
 
 MODEL_TYPE = ppocr_pixels.MODEL_TYPE
+# each crop's own columns in a padded batch and the batch's width, (N,) integers both (`split_padding`)
+Owned = tuple[torch.Tensor, torch.Tensor]
 
 # The blocks after the stem: [out_channels, stride along the height, squeeze-excitation].
 PPOCRV6_SMALL_BLOCKS = (
@@ -116,7 +118,7 @@ class Stem(nn.Module):
         self.stem3 = nn.Conv2d(mid_channels * 2, mid_channels, 3, stride=2, padding=1)
         self.stem4 = nn.Conv2d(mid_channels, out_channels, 1)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: Owned | None = None) -> torch.Tensor:
         x = F.pad(_mask(F.relu(self.stem1(x)), valid), (0, 1, 0, 1))  # "SAME_UPPER" for the 2x2 kernels; x >= 0
         branch = F.relu(self.stem2a(x))
         branch = F.relu(self.stem2b(F.pad(_mask(branch, valid), (0, 1, 0, 1))))
@@ -151,7 +153,7 @@ class Block(nn.Module):
         self.project = nn.Conv2d(in_channels * expansion, out_channels, 1)
         self.residual = in_channels == out_channels
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: Owned | None = None) -> torch.Tensor:
         x = self.depthwise(_mask(x, valid))
         if self.se is not None:
             x = self.se(x, None if valid is None else _columns(valid, x.shape[3], x.dtype))
@@ -217,7 +219,7 @@ class Neck(nn.Module):
         self.layers = nn.ModuleList([TransformerLayer(config) for _ in range(config.num_hidden_layers)])
         self.norm = nn.LayerNorm(dim, eps=config.final_layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: Owned | None = None) -> torch.Tensor:
         x = self.pool(_mask(x, valid))
         attend = None if valid is None else _columns(valid, x.shape[3], torch.bool)
         shortcut = self.shortcut(x)
@@ -283,29 +285,33 @@ class PPOCREncoderModel(PreTrainedModel):
         return ppocr_pixels.owned_columns(pixel_values[:, :1, :1, :].float().cpu().numpy(), columns)
 
 
-def split_padding(pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pixels with the batch's padding zeroed, and the fraction of the width each crop owns (N,), or None
-    when nothing is padded. The mask travels inside the pixels, so it reaches the encoder through any
-    caller (generate, VisionEncoderDecoderModel). Beyond its own columns every feature map of a crop is
-    zeroed before each spatial conv (`_mask`), which is what a conv's zero padding gives the crop alone;
+def split_padding(pixel_values: torch.Tensor) -> tuple[torch.Tensor, Owned | None]:
+    """Pixels with the batch's padding zeroed, and how many of the batch's columns each crop owns ((N,) integers,
+    and the batch's width), or None when nothing is padded. The mask travels inside the pixels, so it reaches the
+    encoder through any caller (generate, VisionEncoderDecoderModel). Beyond its own columns every feature map of a
+    crop is zeroed before each spatial conv (`_mask`), which is what a conv's zero padding gives the crop alone;
     with own widths in multiples of 8, a crop reads the same alone or beside wider crops."""
     padded = pixel_values[:, 0, 0, :] == PADDING  # (N, W): padding fills whole columns
     if not torch.jit.is_tracing() and not torch.compiler.is_compiling() and not bool(padded.any()):
         return pixel_values, None  # (an exported graph always masks: it must serve padded batches)
-    # in float32 whatever the model runs in: half precision would put a crop's last column a column off
-    owned = (~padded).sum(dim=1).float() / pixel_values.shape[3]
-    return pixel_values.masked_fill(pixel_values == PADDING, 0.0), owned
+    # in integers, exact whatever precision the model runs in: computed in bfloat16 (OpenVINO's HW_DTYPE=bfloat16,
+    # torch's on a GPU) fractions of the width put crops' last columns off, and the states 11% from float32's
+    owned = (~padded).sum(dim=1)
+    width = torch.ones_like(owned) * pixel_values.shape[3]  # (a tensor: the exported graph's width is dynamic)
+    return pixel_values.masked_fill(pixel_values == PADDING, 0.0), (owned, width)
 
 
-def _mask(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+def _mask(x: torch.Tensor, valid: Owned | None) -> torch.Tensor:
     return x if valid is None else x * _columns(valid, x.shape[3], x.dtype)
 
 
-def _columns(owned: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:
+def _columns(owned: Owned, width: int, dtype: torch.dtype) -> torch.Tensor:
     """(N, 1, 1, width) 1 over the columns of a feature map that lie over each crop's own pixels, as `dtype`;
-    `owned` (float32) is each crop's fraction of the width."""
-    limit = torch.ceil(owned * width - 1e-4)
-    return (torch.arange(width, device=owned.device)[None, :] < limit[:, None]).to(dtype)[:, None, None, :]
+    `owned`: `split_padding`'s columns each crop owns and the batch's width (a map's column is a crop's when it
+    starts over the crop's pixels: ceil(owned * width / batch width) of them)."""
+    columns, total = owned
+    limit = (columns * width + total - 1) // total
+    return (torch.arange(width, device=columns.device)[None, :] < limit[:, None]).to(dtype)[:, None, None, :]
 
 
 AutoConfig.register(MODEL_TYPE, PPOCREncoderConfig)

@@ -80,19 +80,10 @@ def content_fraction(crop: Image.Image, height: int, max_width: int, width_scale
     return content / own_width(content)
 
 
-def owned_fraction(pixels: np.ndarray) -> np.ndarray | None:
-    """The fraction of the batch's width each crop of `pixels` (N, C, H, W) owns, float32 (N,), or None when
-    nothing is padded (padding fills whole columns: its first row tells)."""
-    padded = pixels[:, 0, 0, :] == PADDING
-    if not padded.any():
-        return None
-    return (~padded).sum(axis=1).astype(np.float32) / np.float32(pixels.shape[3])
-
-
 def owned_columns(pixels: np.ndarray, columns: int) -> list[int]:
-    """How many of the `columns` output columns lie over each crop's own pixels (not the batch's padding)."""
-    owned = owned_fraction(pixels)
-    if owned is None:
-        return [columns] * pixels.shape[0]
-    limit = np.ceil(owned * np.float32(columns) - np.float32(1e-4))
-    return [max(1, int(c)) for c in limit]
+    """How many of the `columns` output columns lie over each crop's own pixels (not the batch's padding), counted
+    as the encoder's masks count them (`ppocr_encoder._columns`); padding fills whole columns: its first row tells."""
+    padded = pixels[:, 0, 0, :] == PADDING
+    owned = (~padded).sum(axis=1).astype(np.int64)
+    total = pixels.shape[3]
+    return [max(1, int(c)) for c in (owned * columns + total - 1) // total]
