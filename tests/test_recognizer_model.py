@@ -811,3 +811,21 @@ def test_a_serving_folder_reads_as_the_weights_do_without_torch(sample_page, tmp
     with pytest.raises(ValueError, match="other weights"):
         Recognizer(folder)
 
+
+def test_auto_dtype_runs_the_encoder_in_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
+    """HW_DTYPE=auto, the service's default: the PP-OCR encoder on OpenVINO in bfloat16 on a CPU that has it,
+    float32 on ONNX Runtime on one that has not, and float32 wherever torch runs the model or a graph is given."""
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR, RecognizerSettings
+    from services.recognizer import model as recognizer_model
+    from services.recognizer.onnx_encoder import OnnxEncoder, OpenVinoEncoder, native_bfloat16
+
+    assert RecognizerSettings().dtype == "auto"
+    assert isinstance(native_bfloat16(), bool)
+    monkeypatch.setattr(recognizer_model, "native_bfloat16", lambda: True)
+    native = Recognizer(DEFAULT_RECOGNIZER_DIR, dtype="auto", workers=1)
+    assert native.dtype == "bfloat16" and isinstance(native.onnx_encoder, OpenVinoEncoder)
+    in_torch = Recognizer(DEFAULT_RECOGNIZER_DIR, dtype="auto", backend="torch", workers=1)
+    assert in_torch.dtype == "float32" and next(in_torch.model.parameters()).dtype == torch.float32
+    monkeypatch.setattr(recognizer_model, "native_bfloat16", lambda: False)
+    without = Recognizer(DEFAULT_RECOGNIZER_DIR, dtype="auto", workers=1)
+    assert without.dtype == "float32" and isinstance(without.onnx_encoder, OnnxEncoder)

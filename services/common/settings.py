@@ -172,8 +172,9 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     # with the decoder on ONNX Runtime: crops per encoder call (the decoder reads model_batch_size at once)
     encoder_batch_size: int = 8  # services.recognizer.model.ENCODER_BATCH_SIZE
     # where torch runs the model (a GPU, or HW_BACKEND=torch): float32, float16 or bfloat16 (half precision: GPUs);
-    # with the onnx backend on a CPU, bfloat16 runs the encoder on OpenVINO in bfloat16 (where the CPU has it)
-    dtype: str = "float32"
+    # with the onnx backend on a CPU, bfloat16 runs the encoder on OpenVINO in bfloat16 (where the CPU has it);
+    # auto: bfloat16 there when the CPU computes it natively (AVX-512 BF16, AMX), float32 everywhere else
+    dtype: str = "auto"
     # with the onnx backend: an encoder graph to run instead of the weights' own (training.quantize_encoder's int8)
     encoder_onnx: str = ""
     # crops read with a confidence under this whose ink leans are read again sheared upright; 0: never

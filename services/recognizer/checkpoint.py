@@ -24,8 +24,8 @@ from transformers.modeling_outputs import BaseModelOutput
 from services.recognizer import compact_trocr, ppocr_encoder, ppocr_pixels
 from services.recognizer.model import DTYPE_NAMES
 
-# the types the model may run in where torch runs it (HW_DTYPE): half precision is for GPUs
-DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
+# the types the model may run in where torch runs it (HW_DTYPE; `Recognizer` resolves auto): half precision is for GPUs
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES if name != "auto"}
 
 
 # each thread's encoder mask while `own_columns` is open: the recognizer reads batches on several threads at once

@@ -43,6 +43,7 @@ from services.recognizer import onnx_bundle, onnx_decoder, ppocr_pixels, slant
 from services.recognizer.characters import CHARACTERS, CTC_INDEX
 from services.recognizer.lexicon import Lexicon
 from services.recognizer.onnx_decoder import Cross, log_softmax
+from services.recognizer.onnx_encoder import native_bfloat16
 
 logger = logging.getLogger("handwriting.recognizer")
 # With a CTC head, the decoder generates at most this many tokens beyond the longest CTC reading of the batch.
@@ -54,8 +55,9 @@ MIN_SLANT = 0.15
 # With the decoder on ONNX Runtime (greedy), crops go through the encoder this many at a time (of similar widths:
 # little padding to compute) and through the decoder `batch_size` at a time (fewer sequential steps).
 ENCODER_BATCH_SIZE = 8
-# the types the model may run in where torch runs it (HW_DTYPE; services.recognizer.checkpoint.DTYPES)
-DTYPE_NAMES = ("float32", "float16", "bfloat16")
+# the types the model may run in where torch runs it (HW_DTYPE; services.recognizer.checkpoint.DTYPES), and auto:
+# the encoder in bfloat16 where the CPU computes it (`onnx_encoder.native_bfloat16`), float32 elsewhere
+DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,9 @@ class Recognizer:
         `workers`: batches read at once on a CPU, each on one thread (0: one per core).
         `dtype`: the weights' and activations' type where torch runs the model (float16 or bfloat16 on a GPU);
         with the onnx backend on a CPU, bfloat16 runs the PP-OCR encoder on OpenVINO in bfloat16 (where the CPU
-        has it; the decoder stays float32). Scores are computed in float32 whatever it is.
+        has it; the decoder stays float32). Scores are computed in float32 whatever it is. auto (the service's
+        default): bfloat16 where the onnx backend runs a PP-OCR encoder on a CPU that computes bfloat16 natively
+        (AVX-512 BF16, AMX), float32 elsewhere (models/recognizer/README.md: how the two read).
 
         With the onnx backend on a CPU, the graphs come from the model's folder when it holds them (onnx/, see
         services.recognizer.onnx_bundle: torch is then not imported at all) or are exported from its weights."""
@@ -103,24 +107,27 @@ class Recognizer:
         if dtype not in DTYPE_NAMES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, not {dtype!r}")
         onnx = onnx_sessions.serves(backend, device)
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").exists():
+            raise FileNotFoundError(f"no TrOCR checkpoint in {model_dir} (config.json missing)")
+        config = json.loads((model_dir / "config.json").read_text())
+        encoder_config = config["encoder"]
+        # PP-OCR's encoder (the shipped model's): its pixels and columns are computed here, in numpy
+        self.ppocr = encoder_config.get("model_type") == ppocr_pixels.MODEL_TYPE
+        if dtype == "auto":
+            dtype = "bfloat16" if onnx and self.ppocr and not encoder_onnx and native_bfloat16() else "float32"
+        self.dtype = dtype
         # on a CPU the onnx backend runs its graphs in float32, but for bfloat16: the encoder on OpenVINO in it
         if onnx and dtype == "float16":
             raise ValueError("dtype float16 is for GPUs (torch backend); on a CPU, bfloat16 runs the encoder in it")
         if onnx and dtype == "bfloat16" and encoder_onnx:
             raise ValueError("bfloat16 runs the float32 encoder in bfloat16: without an encoder graph")
-        model_dir = Path(model_dir)
-        if not (model_dir / "config.json").exists():
-            raise FileNotFoundError(f"no TrOCR checkpoint in {model_dir} (config.json missing)")
-        config = json.loads((model_dir / "config.json").read_text())
         self.device = device
         self.beam_size = beam_size
         self.batch_size = batch_size
         self.lexicon = lexicon
         self.n_best = n_best
         self.deslant_below = deslant_below
-        encoder_config = config["encoder"]
-        # PP-OCR's encoder (the shipped model's): its pixels and columns are computed here, in numpy
-        self.ppocr = encoder_config.get("model_type") == ppocr_pixels.MODEL_TYPE
         bundle = onnx_bundle.load(model_dir) if onnx and self.ppocr else None
         # torch runs what the graphs do not: everything without them
         self.torch = None
@@ -192,7 +199,12 @@ class Recognizer:
         self.model_name = os.path.basename(os.path.normpath(str(model_dir)))
         logger.info(
             "recognizer loaded",
-            extra={"model_dir": str(model_dir), "device": device, "graphs": "folder" if bundle else "exported"},
+            extra={
+                "model_dir": str(model_dir),
+                "device": device,
+                "dtype": dtype,
+                "graphs": "folder" if bundle else "exported",
+            },
         )
 
     def predict(self, crops: list[Image.Image], lines: bool | Sequence[bool] = False) -> list[Recognition]:
