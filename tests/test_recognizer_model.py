@@ -111,14 +111,18 @@ def test_lexicon_prefers_likely_words_but_leaves_the_model_the_last_word(tmp_pat
     path = tmp_path / "lexicon.tsv"
     path.write_text("freedoms\t3.5\nthe\t7.7\n", encoding="utf-8")
     lexicon = Lexicon.load(path)
-    assert lexicon.prior('"Freedoms,"') == pytest.approx(math.log(10) * 3.5)  # case and punctuation aside
-    assert lexicon.prior("treedoms") == pytest.approx(math.log(10) * lexicon.oov_zipf)
-    assert lexicon.prior("719") == lexicon.prior("319") == pytest.approx(math.log(10) * lexicon.neutral_zipf)
+    # each word's log-probability: its Zipf frequency less 9 (occurrences per billion words), in natural log
+    assert lexicon.prior('"Freedoms,"') == pytest.approx(math.log(10) * (3.5 - 9))  # case and punctuation aside
+    assert lexicon.prior("treedoms") == pytest.approx(math.log(10) * (lexicon.oov_zipf - 9))
+    assert lexicon.prior("719") == lexicon.prior("319") == pytest.approx(math.log(10) * (lexicon.neutral_zipf - 9))
     # a slightly less likely reading that is a word wins over a non-word ...
     assert lexicon.choose([("treedoms", -1.0), ("freedoms", -2.0)]) == 1
     # ... but not when the model is sure, and numbers are the model's call alone
     assert lexicon.choose([("treedoms", -0.1), ("freedoms", -12.0)]) == 0
     assert lexicon.choose([("319", -1.0), ("719", -2.0)]) == 0
+    # a word said over and over is no likelier than said once: each word read costs its probability (as a sum of
+    # Zipf frequencies, a sheared crop's "As. As As" had beaten "As" by 4.2 where the decoder put it 26 below)
+    assert lexicon.choose([("the", -3.0), ("the the the", -29.0)]) == 0
     path.write_text("the 7.7\n", encoding="utf-8")
     with pytest.raises(ValueError, match="lexicon.tsv:1"):
         Lexicon.load(path)

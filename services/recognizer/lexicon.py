@@ -1,10 +1,13 @@
 """Lexicon rescoring: pick, among the decoder's n best readings of a crop, the one that is both
 likely under the model and a likely word.
 
-    score(reading) = log P_model(reading) + weight * ln(10) * sum of each word's Zipf frequency
+    score(reading) = log P_model(reading) + weight * ln(10) * sum over its words of (Zipf frequency - 9)
 
 Zipf frequency is log10 of a word's occurrences per billion words (about 1 for rare words, 7 for
-"the"). Words are looked up in lower case without surrounding punctuation; a word made of letters
+"the"), so Zipf - 9 is log10 of the word's probability: the prior is a unigram model's log-probability,
+and each word a reading holds costs it something (a sum of Zipf frequencies themselves, as until
+2026-12-05, paid a reading for every word it added: "As" read again sheared became "As. As As").
+Words are looked up in lower case without surrounding punctuation; a word made of letters
 that the lexicon lacks counts as `oov_zipf`, anything with digits or symbols as `neutral_zipf`, so
 numbers, codes and names are left to the model. The rescoring never invents a reading: it only
 chooses among readings the model itself scores, so an unknown word still comes out when the model is
@@ -35,6 +38,8 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 LEXICON_FILE = "lexicon.tsv"
+# a Zipf frequency is log10 of a word's occurrences per billion words: log10 of its probability + 9
+ZIPF_PER_BILLION = 9.0
 DEFAULT_WEIGHT = 1.0  # tuned on a development set of held-out hands, see models/recognizer/README.md
 _CORE = re.compile(r"^[^\w]*(.*?)[^\w]*$")
 _TOKEN = re.compile(r"^([^\w\s]*)(\w+)([^\w\s]*)$")
@@ -74,16 +79,16 @@ class Lexicon:
         return cls(zipf, **options)
 
     def prior(self, text: str) -> float:
-        """ln(10) x the summed Zipf frequency of the words of `text`."""
+        """The natural log of the probability of the words of `text` (a unigram model: Zipf - 9 each)."""
         total = 0.0
         for token in text.split():
             core = _CORE.match(token).group(1).lower()
             if not core:
                 continue
             if core.isalpha():
-                total += self.zipf.get(core, self.oov_zipf)
+                total += self.zipf.get(core, self.oov_zipf) - ZIPF_PER_BILLION
             else:
-                total += self.zipf.get(core, self.neutral_zipf)
+                total += self.zipf.get(core, self.neutral_zipf) - ZIPF_PER_BILLION
         return math.log(10) * total
 
     def near(self, text: str) -> list[str]:
