@@ -833,3 +833,40 @@ def test_auto_dtype_runs_the_encoder_in_bfloat16_only_where_the_cpu_computes_it(
     monkeypatch.setattr(recognizer_model, "native_bfloat16", lambda: False)
     without = Recognizer(DEFAULT_RECOGNIZER_DIR, dtype="auto", workers=1)
     assert without.dtype == "float32" and isinstance(without.onnx_encoder, OnnxEncoder)
+
+
+def test_a_word_crop_read_as_several_words_is_read_again_at_its_full_width(sample_page):
+    """A box around two words, sent as a word crop, reads with a space: it is read a second time at its full width
+    (as lines are, where the spaces are) and the better-scored reading stays; one-word readings are not read
+    again, and neither are whole lines."""
+    from services.common.crops import cut_crop
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+    from services.recognizer.lexicon import find_lexicon
+
+    truth = json.loads(sample_page.with_suffix(".json").read_text())
+    first, second = truth["words"][:2]
+    box = tuple(min(a, b) for a, b in zip(first["box"][:2], second["box"][:2], strict=True)) + tuple(
+        max(a, b) for a, b in zip(first["box"][2:], second["box"][2:], strict=True)
+    )
+    gray = Image.open(sample_page).convert("L")
+    crops = [cut_crop(gray, box), cut_crop(gray, tuple(second["box"]))]
+    recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=find_lexicon(DEFAULT_RECOGNIZER_DIR), workers=1)
+    recognizer.deslant_below = 0  # (no sheared second readings: every second call is this one)
+    calls, read = [], recognizer._read
+
+    def recorded(images, lines):
+        results = read(images, lines)
+        calls.append((len(images), list(lines), results))
+        return results
+
+    recognizer._read = recorded
+    got = recognizer.predict(crops, [False, False])
+    first_pass = calls[0][2]
+    assert " " in first_pass[0][0].text and " " not in first_pass[1][0].text
+    assert calls[1][:2] == (1, [True])  # the two-word crop alone, at its full width
+    full_width = calls[1][2][0]
+    expected = full_width[0] if full_width[1] > first_pass[0][1] else first_pass[0][0]
+    assert got[0].text == expected.text and got[0].text == f"{first['text']} {second['text']}"
+    calls.clear()
+    recognizer.predict(crops[:1], True)  # a line: read at its full width already
+    assert len(calls) == 1

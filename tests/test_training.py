@@ -486,3 +486,32 @@ def test_training_batches_hold_crops_of_like_widths(tmp_path):
     assert sum(len(kind) > 1 for kind in kinds) <= len(drawn) // 8
     # and the batches of a draw come out in random order, not narrowest first
     assert len({index % 8 for index, kind in enumerate(kinds) if kind == {"lines"}}) == 8
+
+
+def test_real_dev_variants_read_each_sample_as_it_is_and_changed(tmp_path, capsys):
+    """`training.real_dev_variants`: each variant changes the image as it says (a paper-coloured margin is the
+    paper's colour, not white), and every sample is read as a page under each variant asked for."""
+    from training import real_dev_variants
+
+    root = Path(__file__).resolve().parents[1]
+    truth = json.loads((root / "samples" / "page.json").read_text())
+    page = Image.open(root / "samples" / "page.png").convert("RGB")
+    words = truth["words"][:3]
+    box = (
+        min(w["box"][0] for w in words) - 12,
+        min(w["box"][1] for w in words) - 12,
+        max(w["box"][2] for w in words) + 12,
+        max(w["box"][3] for w in words) + 12,
+    )
+    line = page.crop(box)
+    paper = Image.new("RGB", line.size, (200, 190, 170))
+    assert real_dev_variants.VARIANTS["paper-16"](paper).getpixel((0, 0)) == (200, 190, 170)
+    assert real_dev_variants.VARIANTS["paper-16"](line).size == (line.width + 32, line.height + 32)
+    assert real_dev_variants.VARIANTS["scale-0.5"](line).size == (round(line.width / 2), round(line.height / 2))
+    line.save(tmp_path / "line.png")
+    (tmp_path / "labels.tsv").write_text("line.png\t" + " ".join(w["text"] for w in words) + "\n")
+    real_dev_variants.main(["--real-dev", str(tmp_path), "--variants", "as-is", "white-16"])
+    table = capsys.readouterr().out
+    rows = {row.split(" | ")[0].strip("| "): row for row in table.splitlines() if row.startswith("| ")}
+    assert set(rows) >= {"as-is", "white-16", "mean of 2"}
+    assert float(rows["as-is"].split(" | ")[1]) < 0.2  # three printed words, read as a page
