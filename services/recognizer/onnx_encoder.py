@@ -52,7 +52,10 @@ class OnnxEncoder:
 
 class OpenVinoEncoder:
     """`OnnxEncoder`'s graph on OpenVINO in `precision` (bf16 by default; f32 where the CPU has no bfloat16).
-    `streams` calls may run at once (the recognizer's workers, each from its own thread), sharing `threads`."""
+    `streams` calls may run at once (the recognizer's workers, each from its own thread), sharing `threads`.
+    Moving data in and out of the requests is done one thread at a time: two threads inside OpenVINO's input copy
+    at once (`infer(inputs)`, `data_dispatcher.update_tensor`) hung now and then at the first calls (a recognizer's
+    warm-up, about one start in six on 2026-12-05); the inferences themselves still run side by side."""
 
     def __init__(self, graph: bytes, threads: int = 0, streams: int = 1, precision: str = "bf16"):
         try:
@@ -69,12 +72,18 @@ class OpenVinoEncoder:
         self.compiled = core.compile_model(core.read_model(io.BytesIO(graph)), "CPU", config)
         # what the CPU runs: bf16 only where it computes it natively
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self._tensor = openvino.Tensor
         self._requests = threading.local()  # an infer request per calling thread
+        self._moving = threading.Lock()
         logger.info("encoder on OpenVINO", extra={"precision": self.precision, "streams": streams})
 
     def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         request = getattr(self._requests, "request", None)
         if request is None:
-            request = self._requests.request = self.compiled.create_infer_request()
-        outputs = request.infer({0: np.ascontiguousarray(pixels, np.float32)})
-        return outputs[0].copy(), outputs[1].copy()  # (the request's buffers are reused by its next call)
+            with self._moving:
+                request = self._requests.request = self.compiled.create_infer_request()
+        with self._moving:
+            request.set_input_tensor(self._tensor(np.ascontiguousarray(pixels, np.float32)))
+        request.infer()
+        with self._moving:  # (the request's buffers are reused by its next call)
+            return request.get_output_tensor(0).data.copy(), request.get_output_tensor(1).data.copy()
