@@ -27,10 +27,10 @@ from services.common.settings import (
 from training.metrics import error_rates
 
 
-def evaluate_real(detector, recognizer, folder: Path, unit) -> dict:
+def evaluate_real(detector, recognizer, folder: Path, unit, change=None) -> dict:
     """Each real sample read as a page through the service's pipeline (`unit`: "word", "line", or the whole
     PipelineOptions); CER over all of them (summed edits over summed reference characters), and each sample's
-    reading."""
+    reading. `change`: applied to each image first (`training.real_dev_variants`)."""
     from training.inprocess import default_options, read_page
 
     options = default_options(unit=unit) if isinstance(unit, str) else unit
@@ -39,6 +39,7 @@ def evaluate_real(detector, recognizer, folder: Path, unit) -> dict:
     samples, seconds = {}, 0.0
     for name, truth in rows:
         image = Image.open(folder / name).convert("RGB")
+        image = change(image) if change is not None else image
         started = time.perf_counter()
         reading = " ".join(read_page(detector, recognizer, image, options))
         seconds += time.perf_counter() - started

@@ -70,20 +70,14 @@ VARIANTS.update(
 
 def read_variants(detector, recognizer, folder: Path, names: list[str]) -> dict[str, dict]:
     """Each variant's CER, WER and misread samples (their readings), the samples read as pages as the service
-    reads them (word crops)."""
-    from training.inprocess import default_options, read_page
-    from training.metrics import error_rates
+    reads them (word crops, `evaluate_models.evaluate_real`)."""
+    from training.evaluate_models import evaluate_real
 
-    rows = [line.split("\t", 1) for line in (folder / "labels.tsv").read_text().splitlines() if "\t" in line]
-    images = {name: Image.open(folder / name).convert("RGB") for name, _ in rows}
-    options = default_options(unit="word")
     results = {}
     for variant in names:
-        change = VARIANTS[variant]
-        readings = [" ".join(read_page(detector, recognizer, change(images[name]), options)) for name, _ in rows]
-        cer, wer = error_rates([truth for _, truth in rows], readings)
-        misread = {name: reading for (name, truth), reading in zip(rows, readings, strict=True) if reading != truth}
-        results[variant] = {"cer": cer, "wer": wer, "misread": misread}
+        read = evaluate_real(detector, recognizer, folder, "word", VARIANTS[variant])
+        misread = {name: s["pipeline"] for name, s in read["samples"].items() if s["pipeline"] != s["truth"]}
+        results[variant] = {"cer": read["pipeline_cer"], "wer": read["pipeline_wer"], "misread": misread}
     return results
 
 
