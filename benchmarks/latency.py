@@ -61,6 +61,7 @@ def in_process(image_bytes: bytes, repeats: int) -> tuple[list[float], dict]:
         device=settings.device,
         backend=settings.backend,
         dtype=settings.dtype,
+        decoder_dtype=settings.decoder_dtype,
     )
     detect_times, recognize_times = [], []
     detect, recognize = detector.predict, recognizer.predict

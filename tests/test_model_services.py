@@ -141,10 +141,13 @@ async def test_recognizer_reads_concurrent_requests_crops_in_one_call_as_it_woul
     assert sizes == [8, 5, 3]  # one call together, then alone
 
     def readings(responses) -> list:
-        return [(r.text, round(r.confidence, 4)) for response in responses for r in response.recognitions]
+        return [(r.text, r.confidence) for response in responses for r in response.recognitions]
 
     assert all(text for text, _ in readings(alone))
-    assert readings(together) == readings(alone)
+    assert [text for text, _ in readings(together)] == [text for text, _ in readings(alone)]
+    # the decoder in int8 (the default) scales each activation row on its own: the encoder's float noise between
+    # batches can move a rounding step (recognizer card); scaling a whole batch at once moved one by 1.5e-3
+    assert max(abs(a - b) for (_, a), (_, b) in zip(readings(together), readings(alone), strict=True)) < 1e-3
 
 
 @pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n broken", b"GIF89a not allowed"])

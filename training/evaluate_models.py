@@ -24,6 +24,7 @@ from services.common.settings import (
     OrchestratorSettings,
     RecognizerSettings,
 )
+from services.recognizer.onnx_decoder import DECODER_DTYPES
 from training.metrics import error_rates
 
 
@@ -81,6 +82,12 @@ def main(argv: list[str] | None = None) -> None:
         "--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="where torch runs the model"
     )
     parser.add_argument(
+        "--decoder-dtype",
+        choices=DECODER_DTYPES,
+        default="float32",
+        help="the recognizer's decoder where ONNX Runtime runs it (HW_DECODER_DTYPE; the service's default: int8)",
+    )
+    parser.add_argument(
         "--deslant-below",
         type=float,
         default=RecognizerSettings.deslant_below,
@@ -106,7 +113,13 @@ def main(argv: list[str] | None = None) -> None:
     from training.train_recognizer import evaluate as evaluate_recognizer
     from training.train_recognizer import read_split
 
-    options = dict(backend=args.backend, encoder_onnx=args.encoder_onnx, device=args.device, dtype=args.dtype)
+    options = dict(
+        backend=args.backend,
+        encoder_onnx=args.encoder_onnx,
+        device=args.device,
+        dtype=args.dtype,
+        decoder_dtype=args.decoder_dtype,
+    )
     figures: dict = {}
     data_yaml = args.data / "detector" / "data.yaml"
     figures["detector"] = evaluate_detector(args.detector, data_yaml, args.imgsz, args.device)

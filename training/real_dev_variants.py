@@ -1,6 +1,7 @@
 """Real-dev read as it is and under eleven small changes of its images: a steadier real-ink figure than nine samples.
 
-    python -m training.real_dev_variants [--real-dev ../shared/data/real-dev] [--dtype float32] [--variants ...]
+    python -m training.real_dev_variants [--real-dev ../shared/data/real-dev] [--dtype float32]
+        [--decoder-dtype float32] [--variants ...]
 
 The nine real samples are too few to tell changes of a letter apart: saving them again as JPEG at quality 95
 alone moves float32's CER by a letter (models/recognizer/README.md). Each sample is read as a page through the
@@ -85,16 +86,25 @@ def main(argv: list[str] | None = None) -> None:
     from services.detector.model import Detector
     from services.recognizer.lexicon import find_lexicon
     from services.recognizer.model import DTYPE_NAMES, Recognizer
+    from services.recognizer.onnx_decoder import DECODER_DTYPES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real-dev", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "real-dev")
     parser.add_argument("--model", type=Path, default=DEFAULT_RECOGNIZER_DIR)
     parser.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR_WEIGHTS)
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="the recognizer's (HW_DTYPE)")
+    parser.add_argument(
+        "--decoder-dtype",
+        choices=DECODER_DTYPES,
+        default="float32",
+        help="the recognizer's decoder where ONNX Runtime runs it (HW_DECODER_DTYPE; the service's default: int8)",
+    )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=DEFAULT_VARIANTS)
     args = parser.parse_args(argv)
     detector = Detector(args.detector)
-    recognizer = Recognizer(args.model, lexicon=find_lexicon(args.model), dtype=args.dtype)
+    recognizer = Recognizer(
+        args.model, lexicon=find_lexicon(args.model), dtype=args.dtype, decoder_dtype=args.decoder_dtype
+    )
     results = read_variants(detector, recognizer, args.real_dev, args.variants)
     print("| variant | CER | WER | misread (sample: reading) |\n|---|---:|---:|---|")
     for variant, result in results.items():

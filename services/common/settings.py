@@ -175,6 +175,10 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     # with the onnx backend on a CPU, bfloat16 runs the encoder on OpenVINO in bfloat16 (where the CPU has it);
     # auto: bfloat16 there when the CPU computes it natively (AVX-512 BF16, AMX), float32 everywhere else
     dtype: str = "auto"
+    # where the decoder runs on ONNX Runtime (a CPU): int8 (its products with a weight in int8, rewritten at start:
+    # a third less of its work, reading as float32 does: models/recognizer/README.md, "The decoder in int8 by
+    # default") or float32. Where torch runs it (a GPU), it runs in `dtype`
+    decoder_dtype: str = "int8"
     # with the onnx backend: an encoder graph to run instead of the weights' own (training.quantize_encoder's int8)
     encoder_onnx: str = ""
     # crops read with a confidence under this whose ink leans are read again sheared upright; 0: never

@@ -92,6 +92,7 @@ class Recognizer:
         encoder_batch_size: int = ENCODER_BATCH_SIZE,
         workers: int = 0,
         dtype: str = "float32",
+        decoder_dtype: str = "float32",
     ):
         """`encoder_onnx`: with the onnx backend, a file holding the encoder graph to run instead of the one
         exported from the weights at start (an int8 one from `training.quantize_encoder`).
@@ -101,6 +102,9 @@ class Recognizer:
         has it; the decoder stays float32). Scores are computed in float32 whatever it is. auto (the service's
         default): bfloat16 where the onnx backend runs a PP-OCR encoder on a CPU that computes bfloat16 natively
         (AVX-512 BF16, AMX), float32 elsewhere (models/recognizer/README.md: how the two read).
+        `decoder_dtype`: int8 runs the decoder's graphs with their products of a weight in int8
+        (`onnx_decoder.quantized`) where the decoder runs on ONNX Runtime (a CPU; the service's default), float32 as
+        exported; where torch runs the decoder it runs in `dtype` whatever this is.
 
         With the onnx backend on a CPU, the graphs come from the model's folder when it holds them (onnx/, see
         services.recognizer.onnx_bundle: torch is then not imported at all) or are exported from its weights."""
@@ -110,6 +114,9 @@ class Recognizer:
             raise ValueError(f"backend must be onnx or torch, not {backend!r}")
         if dtype not in DTYPE_NAMES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, not {dtype!r}")
+        if decoder_dtype not in onnx_decoder.DECODER_DTYPES:
+            names = ", ".join(onnx_decoder.DECODER_DTYPES)
+            raise ValueError(f"decoder_dtype must be one of {names}, not {decoder_dtype!r}")
         onnx = onnx_sessions.serves(backend, device)
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").exists():
@@ -198,7 +205,11 @@ class Recognizer:
         # its TrOCR decoder too (greedy and beam search, scoring)
         self.onnx_decoder = None
         if graphs.cross is not None:
-            self.onnx_decoder = onnx_decoder.OnnxDecoder(graphs.cross, graphs.step, graphs.decoder, session_threads)
+            self.onnx_decoder = onnx_decoder.OnnxDecoder(
+                graphs.cross, graphs.step, graphs.decoder, session_threads, int8=decoder_dtype == "int8"
+            )
+        # what the decoder runs in: int8 or float32 on ONNX Runtime; in torch, the model's type
+        self.decoder_dtype = decoder_dtype if self.onnx_decoder is not None else ("float32" if onnx else dtype)
         self.backend = "onnx" if self.onnx_encoder is not None or self.onnx_decoder is not None else "torch"
         # with the decoder in torch, each call's crops go through the encoder and the decoder together
         self.encoder_batch_size = max(1, min(encoder_batch_size, batch_size)) if self.onnx_decoder else batch_size
@@ -209,6 +220,7 @@ class Recognizer:
                 "model_dir": str(model_dir),
                 "device": device,
                 "dtype": dtype,
+                "decoder_dtype": self.decoder_dtype,
                 "graphs": "folder" if bundle else "exported",
             },
         )

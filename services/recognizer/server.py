@@ -90,6 +90,7 @@ class RecognizerServicer(pb_grpc.RecognizerServiceServicer):
             encoder_batch_size=self.settings.encoder_batch_size,
             workers=self.settings.recognizer_workers,
             dtype=self.settings.dtype,
+            decoder_dtype=self.settings.decoder_dtype,
         )
         # warm-up before SERVING: the first calls pay for lazy initialisation and memory growth
         self.recognizer.predict([Image.new("L", (160, 40), 255), Image.new("L", (900, 48), 255)])
