@@ -24,8 +24,7 @@ from services.detector.model import EXTEND_SCORE, Detector
 from services.orchestrator.ink import GAP_RATIO
 from services.recognizer.lexicon import find_lexicon
 from services.recognizer.model import DESLANT_BELOW, DTYPE_NAMES, Recognizer
-from services.recognizer.onnx_decoder import DECODER_DTYPES
-from training.evaluate_models import evaluate_real
+from training.evaluate_models import add_decoder_dtype, evaluate_real
 from training.inprocess import default_options, read_page
 from training.metrics import error_rates
 
@@ -39,12 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--pages", type=Path, required=True, help="pages with ground truth (*.png + *.json)")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="the recognizer's (HW_DTYPE)")
-    parser.add_argument(
-        "--decoder-dtype",
-        choices=DECODER_DTYPES,
-        default="float32",
-        help="the recognizer's decoder where ONNX Runtime runs it (HW_DECODER_DTYPE; the service's default: int8)",
-    )
+    add_decoder_dtype(parser)
     parser.add_argument("--real-dev", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "real-dev")
     parser.add_argument(
         "settings",

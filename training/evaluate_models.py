@@ -28,6 +28,16 @@ from services.recognizer.onnx_decoder import DECODER_DTYPES
 from training.metrics import error_rates
 
 
+def add_decoder_dtype(parser: argparse.ArgumentParser) -> None:
+    """--decoder-dtype, as the evaluation scripts take it (float32 by default, as their --dtype)."""
+    parser.add_argument(
+        "--decoder-dtype",
+        choices=DECODER_DTYPES,
+        default="float32",
+        help="the recognizer's decoder where ONNX Runtime runs it (HW_DECODER_DTYPE; the service's default: int8)",
+    )
+
+
 def evaluate_real(detector, recognizer, folder: Path, unit, change=None) -> dict:
     """Each real sample read as a page through the service's pipeline (`unit`: "word", "line", or the whole
     PipelineOptions); CER over all of them (summed edits over summed reference characters), and each sample's
@@ -81,12 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="where torch runs the model"
     )
-    parser.add_argument(
-        "--decoder-dtype",
-        choices=DECODER_DTYPES,
-        default="float32",
-        help="the recognizer's decoder where ONNX Runtime runs it (HW_DECODER_DTYPE; the service's default: int8)",
-    )
+    add_decoder_dtype(parser)
     parser.add_argument(
         "--deslant-below",
         type=float,

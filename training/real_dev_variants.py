@@ -86,19 +86,14 @@ def main(argv: list[str] | None = None) -> None:
     from services.detector.model import Detector
     from services.recognizer.lexicon import find_lexicon
     from services.recognizer.model import DTYPE_NAMES, Recognizer
-    from services.recognizer.onnx_decoder import DECODER_DTYPES
+    from training.evaluate_models import add_decoder_dtype
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real-dev", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "real-dev")
     parser.add_argument("--model", type=Path, default=DEFAULT_RECOGNIZER_DIR)
     parser.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR_WEIGHTS)
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="the recognizer's (HW_DTYPE)")
-    parser.add_argument(
-        "--decoder-dtype",
-        choices=DECODER_DTYPES,
-        default="float32",
-        help="the recognizer's decoder where ONNX Runtime runs it (HW_DECODER_DTYPE; the service's default: int8)",
-    )
+    add_decoder_dtype(parser)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=DEFAULT_VARIANTS)
     args = parser.parse_args(argv)
     detector = Detector(args.detector)

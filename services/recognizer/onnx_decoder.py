@@ -66,8 +66,9 @@ def quantized(graph: bytes) -> bytes:
         "int8_127": np.float32(127.0),
         "int8_128": np.float32(128.0),
         "int8_zero_point": np.uint8(128),
-        "int8_last_axis": np.array([-1], np.int64),
     }
+    if opset >= 18:  # (ReduceMax takes its axes as an input from opset 18, as an attribute before)
+        constants["int8_last_axis"] = np.array([-1], np.int64)
     added = [numpy_helper.from_array(np.asarray(value), name) for name, value in constants.items()]
     nodes, replaced, rows = [], set(), {}  # rows: an activation -> its quantised name
     for node in model.graph.node:
@@ -109,8 +110,6 @@ def quantized(graph: bytes) -> bytes:
             helper.make_node("Mul", [out + "_float", q + "_scale"], [out + "_rows"]),
             helper.make_node("Mul", [out + "_rows", name + "_scale"], [out]),
         ]
-    if opset < 18:
-        added = [tensor for tensor in added if tensor.name != "int8_last_axis"]
     still_used = {name for node in nodes for name in node.input}
     kept = [tensor for tensor in model.graph.initializer if tensor.name not in replaced or tensor.name in still_used]
     del model.graph.node[:], model.graph.initializer[:]
