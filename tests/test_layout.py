@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 
 import pytest
@@ -340,3 +341,24 @@ def test_loading_ultralytics_leaves_the_thread_settings_of_child_processes_alone
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split()[-1] == "None"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: one thread is all there is")
+def test_the_detector_runs_on_every_core_when_ultralytics_is_what_imports_torch():
+    """ultralytics imports torch under its OMP_NUM_THREADS=1: torch then ran on one thread, and so did the ONNX
+    Runtime session made after it (a local stack's detector: 33 ms a page where two cores take 24). Checked in a
+    fresh process, where nothing has imported torch before the detector loads."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os; os.environ.pop('OMP_NUM_THREADS', None)\n"
+        "from services.common.settings import DEFAULT_DETECTOR_WEIGHTS\n"
+        "from services.detector.model import Detector\n"
+        "detector = Detector(DEFAULT_DETECTOR_WEIGHTS)\n"
+        "import torch\n"
+        "print(detector.session.get_session_options().intra_op_num_threads, torch.get_num_threads())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    cores = len(os.sched_getaffinity(0))
+    assert out.split()[-2:] == [str(cores), str(cores)]
