@@ -915,3 +915,46 @@ def test_a_word_crop_read_as_several_words_is_read_again_at_its_full_width(sampl
     calls.clear()
     recognizer.predict(crops[:1], True)  # a line: read at its full width already
     assert len(calls) == 1
+
+
+def test_the_second_readings_of_a_call_are_one_call(sample_page):
+    """Word crops read as several words (again at full width) and unsure leaning crops (again sheared upright) are
+    read a second time together, in one call: a page waits for one second reading. A leaning crop read as several
+    words is read sheared at both widths; each crop keeps its best-scored reading."""
+    from services.common.crops import cut_crop
+    from services.common.settings import DEFAULT_RECOGNIZER_DIR
+    from services.recognizer import slant
+    from services.recognizer.lexicon import find_lexicon
+
+    truth = json.loads(sample_page.with_suffix(".json").read_text())
+    first, second = truth["words"][:2]
+    box = tuple(min(a, b) for a, b in zip(first["box"][:2], second["box"][:2], strict=True)) + tuple(
+        max(a, b) for a, b in zip(first["box"][2:], second["box"][2:], strict=True)
+    )
+    gray = Image.open(sample_page).convert("L")
+    two_words = cut_crop(gray, box)
+    leaning = [slant.shear_crop(crop, -0.7)[0] for crop in _page_crops(sample_page, 6)[2:]]
+    crops = [two_words, slant.shear_crop(two_words, -0.7)[0], *leaning]
+    recognizer = Recognizer(DEFAULT_RECOGNIZER_DIR, lexicon=find_lexicon(DEFAULT_RECOGNIZER_DIR), workers=1)
+    recognizer.deslant_below = 1.01  # every leaning crop is unsure
+    calls, read = [], recognizer._read
+
+    def recorded(images, lines):
+        results = read(images, lines)
+        calls.append((list(lines), results))
+        return results
+
+    recognizer._read = recorded
+    got = recognizer.predict(crops)
+    assert len(calls) == 2
+    first_pass, (lines, again) = calls[0][1], calls[1]
+    assert " " in first_pass[0][0].text and " " in first_pass[1][0].text
+    # the two-word crop at full width; the leaning two-word crop at full width, and sheared at both widths; the
+    # other leaning crops sheared, at the word scale
+    assert lines == [True, True, False, True] + [False] * len(leaning)
+    candidates = {0: [first_pass[0], again[0]], 1: [first_pass[1], again[1], again[2], again[3]]}
+    candidates |= {2 + k: [first_pass[2 + k], again[4 + k]] for k in range(len(leaning))}
+    for crop, readings in candidates.items():
+        best = max(readings, key=lambda reading: reading[1])
+        assert (got[crop].text, got[crop].confidence) == (best[0].text, best[0].confidence)
+    assert got[0].text == f"{first['text']} {second['text']}"

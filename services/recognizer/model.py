@@ -232,26 +232,8 @@ class Recognizer:
             return []
         flags = [lines] * len(crops) if isinstance(lines, bool) else list(lines)
         readings = self._read(crops, flags)
-        if self.width_scale != 1.0:
-            self._read_spaced_at_full_width(crops, readings, flags)
-        if self.deslant_below > 0:
-            self._read_deslanted(crops, readings, flags)
+        self._read_again(crops, readings, flags)
         return [recognition for recognition, _ in readings]
-
-    def _read_spaced_at_full_width(
-        self, crops: list[Image.Image], readings: list[tuple[Recognition, float]], lines: list[bool]
-    ) -> None:
-        """Read again at their full width, as lines are, the word crops read as several words (boxes the detector
-        drew around more than one word): at the model's width scale the spaces between words shrink and words run
-        together. The better-scored reading stays; a crop whose full-width reading stays counts as a line after."""
-        spaced = [i for i, (recognition, _) in enumerate(readings) if not lines[i] and " " in recognition.text]
-        if not spaced:
-            return
-        second = self._read([crops[i] for i in spaced], [True] * len(spaced))
-        for i, (recognition, score) in zip(spaced, second, strict=True):
-            if score > readings[i][1]:
-                readings[i] = (recognition, score)
-                lines[i] = True
 
     def _read(self, crops: list[Image.Image], lines: list[bool]) -> list[tuple[Recognition, float]]:
         """Each crop's reading and its score (what chose it among the candidates)."""
@@ -273,26 +255,41 @@ class Recognizer:
                 results[index] = result
         return results
 
-    def _read_deslanted(
+    def _read_again(
         self, crops: list[Image.Image], readings: list[tuple[Recognition, float]], lines: list[bool]
     ) -> None:
-        """Read again, sheared upright, the crops read with a confidence under `deslant_below` whose ink leans by
-        MIN_SLANT or more; keep whichever of the two readings scores better. Character positions are mapped
-        back to the crop as it was."""
-        unsure = [i for i, (recognition, _) in enumerate(readings) if recognition.confidence < self.deslant_below]
-        shears = [(i, slant.estimate_shear(crops[i])) for i in unsure]
-        slanted = [(i, shear) for i, shear in shears if abs(shear) >= MIN_SLANT]
-        if not slanted:
+        """Read some crops a second time, in one call, and keep each crop's best-scored reading:
+        - word crops read as several words (boxes the detector drew around more than one word), at their full width,
+          as lines are: at the model's width scale the spaces between words shrink and words run together;
+        - crops read with a confidence under `deslant_below` whose ink leans by MIN_SLANT or more, sheared upright
+          (at the width they were read at; those read as several words at their full width too), their character
+          positions mapped back onto the crop as it was.
+        One call for both (until 2026-12-05 one after the other): its crops share the workers, and a page waits for
+        one second reading, not two."""
+        spaced = set()
+        if self.width_scale != 1.0:
+            spaced = {i for i, (recognition, _) in enumerate(readings) if not lines[i] and " " in recognition.text}
+        slanted = []
+        if self.deslant_below > 0:
+            unsure = [i for i, (recognition, _) in enumerate(readings) if recognition.confidence < self.deslant_below]
+            slanted = [(i, shear) for i in unsure if abs(shear := slant.estimate_shear(crops[i])) >= MIN_SLANT]
+        again = [(i, crops[i], 0, True) for i in sorted(spaced)]  # crop, image, width added, read as a line
+        for i, shear in slanted:
+            image, added = slant.shear_crop(crops[i], shear)
+            again += [(i, image, added, line) for line in ([lines[i], True] if i in spaced else [lines[i]])]
+        if not again:
             return
-        sheared = [slant.shear_crop(crops[i], shear) for i, shear in slanted]
-        second = self._read([image for image, _ in sheared], [lines[i] for i, _ in slanted])
-        for (i, _), (image, added), (recognition, score) in zip(slanted, sheared, second, strict=True):
-            if score > readings[i][1]:
+        second = self._read([image for _, image, _, _ in again], [line for _, _, _, line in again])
+        for (i, image, added, _), (recognition, score) in zip(again, second, strict=True):
+            if score <= readings[i][1]:
+                continue
+            if image is not crops[i]:  # sheared: its characters' places on the crop as it was
                 width = crops[i].width
                 positions = tuple(
                     min(1.0, max(0.0, (x * image.width - added / 2) / width)) for x in recognition.char_positions
                 )
-                readings[i] = (Recognition(recognition.text, recognition.confidence, positions), score)
+                recognition = Recognition(recognition.text, recognition.confidence, positions)
+            readings[i] = (recognition, score)
 
     def _predict_batch(self, crops: list[Image.Image], lines: list[bool]) -> list[tuple[Recognition, float]]:
         rescored = self.lexicon is not None or self.ctc_weight > 0  # readings are chosen among candidates
