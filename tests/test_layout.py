@@ -362,3 +362,37 @@ def test_the_detector_runs_on_every_core_when_ultralytics_is_what_imports_torch(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     cores = len(os.sched_getaffinity(0))
     assert out.split()[-2:] == [str(cores), str(cores)]
+
+
+def test_a_small_image_goes_to_the_network_at_its_own_scale_on_a_canvas_no_bigger_than_it_needs(sample_page):
+    """An image under the network's size is not upscaled: it is padded with white to the network's size along its
+    longer side (the letterbox keeps its scale) and to the stride along the other, at least SMALL_IMAGE_SIDE; its
+    words are found where they are, as on the page."""
+    import json
+
+    from PIL import Image
+
+    from services.common.settings import DEFAULT_DETECTOR_WEIGHTS
+    from services.detector.model import SMALL_IMAGE_SIDE, Detector
+
+    detector = Detector(DEFAULT_DETECTOR_WEIGHTS)
+    page = Image.open(sample_page).convert("RGB")
+    truth = json.loads(sample_page.with_suffix(".json").read_text())
+    line = page.crop((0, 80, 560, 150))  # a line and a half: 560 x 70
+    assert detector._network_input(line).shape == (SMALL_IMAGE_SIDE, 640, 3)
+    assert detector._network_input(line.rotate(90, expand=True)).shape == (640, SMALL_IMAGE_SIDE, 3)
+    assert detector._network_input(page.crop((0, 0, 300, 200))).shape == (224, 640, 3)
+    assert detector._network_input(page).shape == (480, 1000, 3)  # (as it is: the letterbox scales it)
+    # the words wholly inside the crop are found, each by a box in the crop's coordinates
+    found = [d.box for d in detector.predict(line)]
+    inside = [w["box"] for w in truth["words"] if w["box"][1] >= 80 and w["box"][3] <= 150 and w["box"][2] <= 560]
+    assert inside
+    for left, top, right, bottom in inside:
+        box = (left, top - 80, right, bottom - 80)
+        assert any(_iou(box, f) > 0.5 for f in found), box
+
+
+def _iou(a, b) -> float:
+    from services.common import geometry
+
+    return geometry.iou(a, b)
