@@ -372,6 +372,7 @@ def test_a_small_image_goes_to_the_network_at_its_own_scale_on_a_canvas_no_bigge
 
     from PIL import Image
 
+    from services.common import geometry
     from services.common.settings import DEFAULT_DETECTOR_WEIGHTS
     from services.detector.model import SMALL_IMAGE_SIDE, Detector
 
@@ -389,10 +390,4 @@ def test_a_small_image_goes_to_the_network_at_its_own_scale_on_a_canvas_no_bigge
     assert inside
     for left, top, right, bottom in inside:
         box = (left, top - 80, right, bottom - 80)
-        assert any(_iou(box, f) > 0.5 for f in found), box
-
-
-def _iou(a, b) -> float:
-    from services.common import geometry
-
-    return geometry.iou(a, b)
+        assert any(geometry.iou(box, f) > 0.5 for f in found), box
