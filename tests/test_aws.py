@@ -67,6 +67,20 @@ def test_the_model_tasks_queue_what_every_orchestrator_may_send(template):
     assert recognizer.rpc_limit > recognizer.batch_max_queue and detector.rpc_limit > detector.batch_max_queue
 
 
+def test_the_frontend_task_holds_every_page_in_flight_at_the_image_limits(template):
+    from services.common.settings import OrchestratorSettings
+
+    task = template["Resources"]["FrontendTask"]["Properties"]
+    orchestrator = OrchestratorSettings()
+    # each admitted page may hold its decoded pixels (HW_MAX_DECODED_MB) and its request while it is read;
+    # Envoy and the collector take the rest
+    pages_mb = orchestrator.max_pages_in_flight * (orchestrator.max_decoded_mb + orchestrator.max_image_bytes / 2**20)
+    assert int(task["Memory"]) >= pages_mb + 512
+    # and the cost estimate prices the task the template deploys
+    prices = json.loads((AWS / "prices.json").read_text())["frontend_task"]
+    assert (prices["vcpu"], prices["gb"]) == (int(task["Cpu"]) / 1024, int(task["Memory"]) / 1024)
+
+
 def test_gpu_capacity_provider_uses_the_ecs_gpu_ami_with_managed_scaling(template):
     assert template["Parameters"]["GpuAmiId"]["Default"].startswith("/aws/service/ecs/optimized-ami/")
     assert "gpu" in template["Parameters"]["GpuAmiId"]["Default"]

@@ -93,9 +93,10 @@ def test_the_model_queues_hold_what_the_orchestrator_sends():
 def test_grpc_refuses_calls_only_past_what_each_service_admits():
     from services.common.settings import DetectorSettings
 
-    # derived: twice the service's own admission, at least 64 (the defaults keep 64)
-    assert RecognizerSettings().rpc_limit == DetectorSettings().rpc_limit == OrchestratorSettings().rpc_limit == 64
-    assert RecognizerSettings(batch_max_queue=128).rpc_limit == 256  # the AWS template's recognizer queue
+    # derived: twice the service's own admission, at least 64
+    assert DetectorSettings().rpc_limit == OrchestratorSettings().rpc_limit == 64
+    assert RecognizerSettings().rpc_limit == 128  # its queue of 64 calls: 16 pages in flight x 4 calls
+    assert RecognizerSettings(batch_max_queue=256).rpc_limit == 512  # the AWS template's recognizer queue
     assert DetectorSettings(batch_max_queue=40).rpc_limit == 80
     assert OrchestratorSettings(max_pages_in_flight=48).rpc_limit == 96
     environ = {"HW_BATCH_MAX_QUEUE": "128", "HW_MAX_CONCURRENT_RPCS": "300"}
@@ -104,7 +105,7 @@ def test_grpc_refuses_calls_only_past_what_each_service_admits():
     environ["HW_MAX_CONCURRENT_RPCS"] = "64"
     with pytest.raises(SettingsError, match="HW_MAX_CONCURRENT_RPCS=64 leaves no room past the 128 requests"):
         settings.load(RecognizerSettings, environ)
-    with pytest.raises(SettingsError, match="HW_MAX_CONCURRENT_RPCS=8 leaves no room past the 8"):
+    with pytest.raises(SettingsError, match="HW_MAX_CONCURRENT_RPCS=8 leaves no room past the 16"):
         settings.load(OrchestratorSettings, {"HW_MAX_CONCURRENT_RPCS": "8"})
 
 

@@ -159,8 +159,8 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     batch_max_crops: int = 512
     batch_wait_ms: float = 5.0
     # requests waiting for the model; more are refused at once (RESOURCE_EXHAUSTED). The orchestrator's
-    # HW_MAX_PAGES_IN_FLIGHT times its HW_RECOGNIZER_CONCURRENCY calls (8 x 4) fit
-    batch_max_queue: int = 32
+    # HW_MAX_PAGES_IN_FLIGHT times its HW_RECOGNIZER_CONCURRENCY calls (16 x 4) fit
+    batch_max_queue: int = 64
     # model calls at once, each of the requests waiting then: one call's serial parts (the page's last batch,
     # lexicon, deslant) overlap another's work (README, "Under load": 2 cores busy under load, not 1.75)
     batch_concurrency: int = 2
@@ -211,8 +211,11 @@ class OrchestratorSettings(ServerSettings, ImageLimits):
     detector_max_side: int = 1280
     default_deadline_seconds: float = 60.0
     # admission: pages being processed at once; more are refused at once (RESOURCE_EXHAUSTED with RetryInfo)
-    # before their image is decoded. Two cores read about one page a second: 8 is 8 s of queued work.
-    max_pages_in_flight: int = 8
+    # before their image is decoded. Two cores with bfloat16 read about four pages a second: 16 is 4 s of queued
+    # work, and the recognizer's calls, several pages' crops sorted by width together, waste less on padding than
+    # with 8 (README, "Under load": 16 clients 243.8 and 234.7 pages/min against 228.0 and 217.6). A page may hold
+    # HW_MAX_DECODED_MB (160) while it is read: 16 of them fit the AWS frontend task's 4 GB.
+    max_pages_in_flight: int = 16
     max_concurrent_decodes: int = 2  # images decoded at once, in threads off the event loop (memory bound)
     # words read with a confidence under this are flagged needs_review (in the response and every export format)
     review_below: float = 0.5

@@ -33,7 +33,7 @@ from services.orchestrator.pipeline import OcrPipeline, PipelineOptions
 
 logger = logging.getLogger("handwriting.orchestrator")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OcrService"].full_name
-RETRY_AFTER_SECONDS = 1.0  # about one page's time on two cores
+RETRY_AFTER_SECONDS = 1.0  # about four pages' time on two cores: a few places free up meanwhile
 # Calls to the stages are idempotent: one that finds a stage UNAVAILABLE (restarting, a dropped connection) is
 # tried again twice, after 0.2 and 0.4 s, within the page's deadline (gRPC's own retry policy).
 STAGE_RETRIES = json.dumps(
