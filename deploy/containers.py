@@ -1,7 +1,8 @@
 """`make containers`: build every image, run the compose stack on the CPU, use it from outside, stop it.
 
     python -m deploy.containers                 # build, start, check, stop; prints times and image sizes
-    python -m deploy.containers --keep          # leave the stack running (docker compose ... down stops it)
+    python -m deploy.containers --keep          # leave the stack running
+    python -m deploy.containers --down          # stop a stack left running
 
 1. A Docker engine: `docker info`, else (as root) `apt-get install docker.io` and start `dockerd`.
 2. A local base image, `local/debian-python:bookworm`, made with mmdebstrap (Docker Hub is not reachable from
@@ -244,9 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
     parser.add_argument("--no-build", action="store_true", help="use the images already built")
     parser.add_argument("--port", type=int, default=18080, help="Envoy published on 127.0.0.1:PORT")
+    parser.add_argument("--down", action="store_true", help="stop the stack that --keep left running")
     args = parser.parse_args(argv)
     started = time.monotonic()
     os.chdir(REPO)
+    if args.down:  # the compose files need a key and a port to be read at all; neither matters to `down`
+        os.environ |= {"HW_API_KEYS": "down:down", "HW_ENVOY_PUBLISH": f"127.0.0.1:{args.port}"}
+        return compose("down", "--timeout", "20", check=False).returncode
     ensure_engine()
     ensure_base()
     build_seconds = {}
@@ -299,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         compose("logs", "--tail", "30", check=False)
     finally:
         if args.keep:
-            log(f"left running: Envoy on 127.0.0.1:{args.port}, API key {key} (docker compose ... down stops it)")
+            log(f"left running: Envoy on 127.0.0.1:{args.port}, API key {key} (python -m deploy.containers --down)")
         else:
             compose("down", "--timeout", "20", check=False)
     for failure in failures:
