@@ -355,6 +355,27 @@ def test_health_needs_no_key(stack):
         assert client.health("handwriting.v1.OcrService") == "SERVING"
 
 
+def test_pages_past_the_orchestrators_capacity_get_429_over_rest_with_when_to_retry(stack, sample_page):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.common.settings import OrchestratorSettings
+
+    body = {"image": {"content": base64.b64encode(sample_page.read_bytes()).decode()}}
+    sent = OrchestratorSettings().max_pages_in_flight + 8  # at once, from two keys: within each key's burst of 20
+    with ThreadPoolExecutor(sent) as pool:
+        answers = list(
+            pool.map(lambda i: rest_call(stack, "/v1/pages:process", body, (KEY, FLOOD_KEY)[i % 2]), range(sent))
+        )
+    assert {status for status, _, _ in answers} <= {200, 429}
+    refused = [(payload, headers) for status, payload, headers in answers if status == 429]
+    assert refused, "every page was admitted"
+    for payload, headers in refused:  # said at once, with when to come back: in the body and as the HTTP header
+        details = {d["@type"].rsplit(".", 1)[-1]: d for d in payload["details"]}
+        assert details["ErrorInfo"]["reason"] == "OVERLOADED" and details["RetryInfo"]["retryDelay"] == "1s"
+        assert {k.lower(): v for k, v in headers.items()}["retry-after"] == "1"
+    assert sum(status == 200 for status, _, _ in answers) >= OrchestratorSettings().max_pages_in_flight
+
+
 def test_a_key_over_its_rate_gets_429_with_retry_after_and_others_are_not_slowed(stack):
     statuses, limited_headers = [], None
     for _ in range(60):  # Envoy answers these itself (no such path): 60 take well under the 0.1 s x 40 refill

@@ -288,6 +288,7 @@ async def test_pages_over_the_admission_limit_are_refused_at_once_with_a_retry_d
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     info, retry = details_of(caught.value)
     assert info.reason == "OVERLOADED" and retry.retry_delay.ToMilliseconds() == 1000
+    assert caught.value.trailing_metadata().get("retry-after") == "1"  # what Envoy gives REST clients as the header
     assert "recognizer" not in caught.value.details()  # says nothing of the inside
     recognizer.release.set()
     assert (await first).page.text.startswith("one")

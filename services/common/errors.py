@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -38,14 +40,18 @@ def error(
     retry_after_seconds: float | None = None,
 ) -> grpc.Status:
     """Any code with an ErrorInfo detail (e.g. UNAVAILABLE with reason DETECTOR_UNAVAILABLE), and a RetryInfo
-    where `retry_after_seconds` says when to try again."""
+    where `retry_after_seconds` says when to try again; that also goes out as a `retry-after` trailer (whole
+    seconds), which Envoy's REST mapping turns into the HTTP header that HTTP clients honour."""
     details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {}))]
     if retry_after_seconds is not None:
         retry = error_details_pb2.RetryInfo()
         retry.retry_delay.FromMilliseconds(int(retry_after_seconds * 1000))
         details.append(_pack(retry))
-    status = status_pb2.Status(code=code.value[0], message=message, details=details)
-    return rpc_status.to_status(status)
+    status = rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=details))
+    if retry_after_seconds is None:
+        return status
+    retry_after = ("retry-after", str(max(1, math.ceil(retry_after_seconds))))
+    return status._replace(trailing_metadata=(*status.trailing_metadata, retry_after))
 
 
 def overloaded(message: str, retry_after_seconds: float) -> grpc.Status:
