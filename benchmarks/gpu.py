@@ -4,7 +4,7 @@ float32 readings; the detector on the GPU where ultralytics is installed. Prints
 JSON; asserts nothing.
 
     .venv/bin/python benchmarks/gpu.py [--device cuda] [--repeats 10] [--out runs/gpu/gpu.json]
-    scripts/gpu_run.sh     # the prepared run for a lent GPU machine (README, "On a GPU")
+    scripts/gpu_run.sh     # the prepared run for a lent GPU machine (benchmarks/README.md, "Measured on a GPU")
 
 It needs torch, transformers, tokenizers, rapidfuzz, pillow and numpy (no gRPC, Envoy or ONNX Runtime: the
 machines lent with a GPU have torch but not the service's other packages). The crops are the sample page's

@@ -85,7 +85,7 @@ def test_the_model_queues_hold_what_the_orchestrator_sends():
     # HW_BATCH_MAX_QUEUE reaches each service's queue
     assert RecognizerServicer(RecognizerSettings(batch_max_queue=3)).runner.max_queue == 3
     assert DetectorServicer(DetectorSettings(batch_max_queue=5)).runner.max_queue == 5
-    # two recognizer calls at once by default (README, "Under load"), as HW_BATCH_CONCURRENCY says
+    # two recognizer calls at once by default (benchmarks/README.md, "Under load"), as HW_BATCH_CONCURRENCY says
     assert RecognizerServicer(RecognizerSettings()).runner.concurrency == 2
     assert RecognizerServicer(RecognizerSettings(batch_concurrency=1)).runner.concurrency == 1
 
@@ -113,7 +113,8 @@ def test_the_recognizers_batches_default_by_device_and_reach_the_model_runner():
     from services.recognizer.server import RecognizerServicer
 
     cpu, gpu = RecognizerSettings(), settings.load(RecognizerSettings, {"HW_DEVICE": "cuda"})
-    assert (cpu.model_batch, gpu.model_batch) == (32, 128)  # measured on an H200 (README, "On a GPU")
+    # measured on an H200 (benchmarks/README.md, "Measured on a GPU")
+    assert (cpu.model_batch, gpu.model_batch) == (32, 128)
     assert RecognizerServicer(gpu).runner.max_items == RecognizerServicer(cpu).runner.max_items == 512
     chosen = settings.load(
         RecognizerSettings, {"HW_DEVICE": "cuda", "HW_MODEL_BATCH_SIZE": "64", "HW_BATCH_MAX_CROPS": "96"}

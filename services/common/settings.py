@@ -151,18 +151,19 @@ class RecognizerSettings(ServerSettings, ImageLimits):
     ctc_weight: float = -1.0  # the CTC head's weight beside the decoder; -1: the model's own (0 for models without)
     max_new_tokens: int = 0  # 0: what the model was built for (32 for word models, 128 for line models)
     # crops the model reads at once (the decoder; torch's encoder too). 0: 32 on a CPU, 128 on a GPU, where the
-    # page's 85 crops in one batch take 202 ms against 410 in three (README, "On a GPU")
+    # page's 85 crops in one batch take 202 ms against 410 in three (benchmarks/README.md, "Measured on a GPU")
     model_batch_size: int = 0
     # requests waiting for the model are read in one call of up to this many crops (about 6 pages), waiting this
-    # long for more: several pages' crops in one call cost less a page (README, "Under load": 16 clients on 2 cores,
-    # 99.5-106.4 pages/min against 82.5-101.9 with 128; an H200: 551 pages/min at 4 pages a call, 934 at 16)
+    # long for more: several pages' crops in one call cost less a page (benchmarks/README.md, "Under load": 16
+    # clients on 2 cores, 99.5-106.4 pages/min against 82.5-101.9 with 128; an H200: 551 pages/min at 4 pages a
+    # call, 934 at 16)
     batch_max_crops: int = 512
     batch_wait_ms: float = 5.0
     # requests waiting for the model; more are refused at once (RESOURCE_EXHAUSTED). The orchestrator's
     # HW_MAX_PAGES_IN_FLIGHT times its HW_RECOGNIZER_CONCURRENCY calls (16 x 4) fit
     batch_max_queue: int = 64
     # model calls at once, each of the requests waiting then: one call's serial parts (the page's last batch,
-    # lexicon, deslant) overlap another's work (README, "Under load": 2 cores busy under load, not 1.75)
+    # lexicon, deslant) overlap another's work (benchmarks/README.md, "Under load": 2 cores busy under load, not 1.75)
     batch_concurrency: int = 2
     # onnx: the encoder and the (greedy) decoder on ONNX Runtime, exported at start (on a CPU; on a GPU all in
     # torch); torch: all in torch
@@ -213,8 +214,8 @@ class OrchestratorSettings(ServerSettings, ImageLimits):
     # admission: pages being processed at once; more are refused at once (RESOURCE_EXHAUSTED with RetryInfo)
     # before their image is decoded. Two cores with bfloat16 read about four pages a second: 16 is 4 s of queued
     # work, and the recognizer's calls, several pages' crops sorted by width together, waste less on padding than
-    # with 8 (README, "Under load": 16 clients 243.8 and 234.7 pages/min against 228.0 and 217.6). A page may hold
-    # HW_MAX_DECODED_MB (160) while it is read: 16 of them fit the AWS frontend task's 4 GB.
+    # with 8 (benchmarks/README.md, "16 pages in flight": 16 clients 243.8 and 234.7 pages/min against 228.0 and
+    # 217.6). A page may hold HW_MAX_DECODED_MB (160) while it is read: 16 of them fit the AWS frontend task's 4 GB.
     max_pages_in_flight: int = 16
     max_concurrent_decodes: int = 2  # images decoded at once, in threads off the event loop (memory bound)
     # words read with a confidence under this are flagged needs_review (in the response and every export format)
