@@ -13,8 +13,9 @@ counted by gRPC code (RESOURCE_EXHAUSTED is the admission limit, HW_MAX_PAGES_IN
 without RetryInfo is counted apart: it came from further in, a model service's queue or gRPC's own cap on calls,
 after the page was admitted); a refused client waits the RetryInfo delay before it sends again, as a well-behaved
 client does. For a local stack, each
-level also gives the CPU time each process used per OK page and the cores busy on average (from /proc:
-what batching across requests saves, or contention costs). The RSS of each service is
+level also gives the CPU time each process used per OK page and the cores the services kept busy on average
+(from /proc: what batching across requests saves, or contention costs), and the load clients' own CPU a page
+(this process: on a small machine, cores the services could not have). The RSS of each service is
 read from /proc after the run (with --envoy the stack is someone else's: `docker stats` for containers).
 """
 
@@ -191,12 +192,15 @@ def main(argv: list[str] | None = None) -> None:
             for clients in args.levels:
                 pids = {name: process.pid for name, process in stack.processes.items()} if stack else {}
                 before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                own_before = cpu_seconds(os.getpid())
                 row = {"route": route, **closed_loop(address, image, clients, args.seconds, key)}
                 used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
                 pages = max(1, row["codes"].get("OK", 0))
                 # CPU a page, by process: what batching across requests saves or contention costs
                 row["cpu_s_per_page"] = {name: seconds / pages for name, seconds in used.items()}
                 row["cores_busy"] = sum(used.values()) / row["wall_s"]
+                # the clients' own share of the machine (this process), which the services cannot have
+                row["cpu_s_per_page"]["load clients"] = (cpu_seconds(os.getpid()) - own_before) / pages
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         if stack is not None:
