@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The prepared run for a lent GPU machine (benchmarks/README.md, "Measured on a GPU"): the models' figures on the GPU, then the three
-# services on it under load (gRPC; that machine has no Envoy), in one command.
+# The prepared run for a lent GPU machine (benchmarks/README.md, "Measured on a GPU"): the models' figures on the
+# GPU, then the three services on it under load (gRPC; that machine has no Envoy), in one command.
 #   scripts/gpu_wheels.sh        here, once: the wheels that machine's python3 lacks, into .whl/
 #   scripts/gpu_data.sh          here, once: held-out crops and pages and real-dev, into .gpudata/ (optional)
 #   then, with the device tool: run "scripts/gpu_run.sh" with carry [".whl", ".gpudata"] (its figures come back
