@@ -6,6 +6,9 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export YOLO_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# no copy in ~/.cache/pip of the wheels pip downloads: torch's CUDA build and its nvidia libraries are about 3 GB of
+# wheels, beside the 7.5 GB venv (a CI run failed for the disk: "No space left on device" while installing the extras)
+export PIP_NO_CACHE_DIR := 1
 
 .PHONY: setup demo serve test containers protos check-protos lint data train-detector train-recognizer evaluate models
 
